@@ -1,0 +1,1 @@
+"""Backends: one interface per model type (``base``), implementations beside it."""

@@ -1,0 +1,128 @@
+"""Chat through ``litellm.acompletion`` / ``atext_completion``: the long tail of providers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, ToolCallDelta
+from gateway.adapters.litellm_errors import map_litellm_error
+from gateway.adapters.litellm_loader import load_litellm
+
+
+def target_kwargs(call_target: Any, timeout_s: float) -> dict[str, Any]:
+    """litellm connection kwargs for a target (keys, base URL, timeouts, passthrough)."""
+    cfg = call_target.config
+    kwargs: dict[str, Any] = dict(cfg.litellm_params)
+    kwargs["model"] = call_target.model
+    if cfg.api_key is not None:
+        kwargs["api_key"] = cfg.api_key.get_secret_value()
+    if cfg.api_base:
+        kwargs["api_base"] = cfg.api_base
+    if cfg.api_version:
+        kwargs["api_version"] = cfg.api_version
+    if cfg.organization:
+        kwargs["organization"] = cfg.organization
+    if cfg.headers:
+        kwargs["extra_headers"] = dict(cfg.headers)
+    kwargs["timeout"] = cfg.timeout_s or timeout_s
+    # Retries belong to the gateway: neither litellm nor the provider SDK may retry.
+    kwargs["num_retries"] = 0
+    kwargs["max_retries"] = 0
+    return kwargs
+
+
+def _usage(raw: Any) -> TokenUsage | None:
+    if raw is None:
+        return None
+    prompt = getattr(raw, "prompt_tokens", None)
+    completion = getattr(raw, "completion_tokens", None)
+    if prompt is None and completion is None:
+        return None
+    return TokenUsage(prompt_tokens=int(prompt or 0), completion_tokens=int(completion or 0))
+
+
+def _tool_deltas(raw: Any) -> list[ToolCallDelta] | None:
+    if not raw:
+        return None
+    deltas = []
+    for position, tc in enumerate(raw):
+        fn = getattr(tc, "function", None)
+        index = getattr(tc, "index", None)
+        deltas.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) else position,
+                id=getattr(tc, "id", None) or None,
+                name=getattr(fn, "name", None) or None,
+                arguments=getattr(fn, "arguments", None),
+            )
+        )
+    return deltas
+
+
+class LiteLLMChatAdapter:
+    async def chat(self, call: ChatCall) -> AsyncIterator[ChatEvent]:
+        where = call.context.describe(call.target)
+        try:
+            litellm = await load_litellm()
+            kwargs = target_kwargs(call.target, call.timeout_s)
+            kwargs.update(call.params)
+            kwargs["stream"] = call.stream
+            if call.stream:
+                kwargs["stream_options"] = {"include_usage": True}
+            if call.stop:
+                kwargs["stop"] = call.stop
+            if call.prompt is not None:
+                response = await litellm.atext_completion(prompt=call.prompt, **kwargs)
+            else:
+                if call.tools:
+                    kwargs["tools"] = call.tools
+                    if call.tool_choice is not None:
+                        kwargs["tool_choice"] = call.tool_choice
+                response = await litellm.acompletion(messages=call.messages, **kwargs)
+            if not call.stream:
+                yield self._whole(response, text_completion=call.prompt is not None)
+                return
+            async for chunk in response:
+                event = self._chunk(chunk)
+                if event is not None:
+                    yield event
+        except Exception as exc:  # the adapter boundary: every failure becomes an UpstreamError
+            raise map_litellm_error(exc, where) from exc
+
+    @staticmethod
+    def _whole(response: Any, text_completion: bool) -> ChatEvent:
+        choice = response.choices[0] if response.choices else None
+        if text_completion:
+            text = getattr(choice, "text", "") or ""
+            tools = None
+        else:
+            message = getattr(choice, "message", None)
+            text = getattr(message, "content", None) or ""
+            tools = _tool_deltas(getattr(message, "tool_calls", None))
+        return ChatEvent(
+            text=text,
+            tool_calls=tools,
+            finish_reason=getattr(choice, "finish_reason", None),
+            usage=_usage(getattr(response, "usage", None)),
+            model=getattr(response, "model", None),
+            system_fingerprint=getattr(response, "system_fingerprint", None),
+        )
+
+    @staticmethod
+    def _chunk(chunk: Any) -> ChatEvent | None:
+        usage = _usage(getattr(chunk, "usage", None))
+        choices = getattr(chunk, "choices", None) or []
+        if not choices:
+            return ChatEvent(usage=usage) if usage else None
+        choice = choices[0]
+        delta = getattr(choice, "delta", None)
+        text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
+        return ChatEvent(
+            text=text or "",
+            tool_calls=_tool_deltas(getattr(delta, "tool_calls", None)) if delta is not None else None,
+            finish_reason=getattr(choice, "finish_reason", None),
+            usage=usage,
+            model=getattr(chunk, "model", None),
+            system_fingerprint=getattr(chunk, "system_fingerprint", None),
+        )

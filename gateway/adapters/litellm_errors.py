@@ -1,0 +1,43 @@
+"""litellm exceptions -> gateway errors: the one place that knows litellm's taxonomy."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, upstream_error_for_status
+
+_NOISE = re.compile(r"^(litellm\.)?\w+Error:\s*|(litellm\.)?\w+Exception\s*-\s*")
+_MAX_DETAIL = 400
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # litellm prefixes messages with class names ("litellm.RateLimitError: ..."); keep the meat.
+    for _ in range(3):
+        stripped = _NOISE.sub("", text, count=1).strip()
+        if stripped == text:
+            break
+        text = stripped
+    text = text.split("\nReceived Model Group")[0].split(" LiteLLM Retried")[0]
+    return text[:_MAX_DETAIL] + ("..." if len(text) > _MAX_DETAIL else "")
+
+
+def map_litellm_error(exc: BaseException, where: str) -> UpstreamError:
+    """An ``UpstreamError`` describing ``exc``; ``where`` names route, provider and model."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return UpstreamTimeout(f"upstream timed out ({where})")
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int) or status < 100:
+        status = None
+    name = type(exc).__name__
+    if name in ("Timeout", "APITimeoutError"):
+        return UpstreamTimeout(f"upstream timed out ({where}): {_detail(exc)}", status)
+    if name in ("APIConnectionError", "InternalServerError") and status in (None, 500):
+        # litellm reports connection failures and broken streams without an HTTP status.
+        return UpstreamUnavailable(f"upstream unreachable or failed ({where}): {_detail(exc)}", None)
+    cls = upstream_error_for_status(status)
+    label = f"HTTP {status}" if status else name
+    return cls(f"upstream error {label} ({where}): {_detail(exc)}", status)

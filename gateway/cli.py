@@ -1,0 +1,103 @@
+"""``dify-gateway``: serve the inner API, or check a configuration file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from gateway import __version__
+from gateway.config import CONFIG_ENV, INNER_API_KEY_ENV, ConfigError, GatewayConfig, load_config
+from gateway.routing import RouteTable
+
+
+def _load(path: str | None) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"dify-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def app_factory() -> object:
+    """Entry point for uvicorn workers: the config path comes from the environment."""
+    from gateway.app import create_app
+
+    return create_app(_load(os.environ.get(CONFIG_ENV)))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config.dify.inner_api_key is None:
+        print(
+            f"dify-gateway: no inner API key: set {INNER_API_KEY_ENV} (the same value as the plugin "
+            "daemon's DIFY_INNER_API_KEY) or dify.inner_api_key in the configuration file",
+            file=sys.stderr,
+        )
+        return 2
+    import uvicorn
+
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("dify_gateway").info(
+        "dify-gateway %s serving on %s:%d with %d route(s) from %s",
+        __version__,
+        host,
+        port,
+        len(config.routes),
+        config.source,
+    )
+    options = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": config.server.access_log,
+        "log_level": config.server.log_level,
+        "lifespan": "on",
+    }
+    if args.workers > 1:
+        if args.config:
+            os.environ[CONFIG_ENV] = args.config
+        uvicorn.run("gateway.cli:app_factory", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+    else:
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    report = {
+        "source": config.source,
+        "inner_api_key": "<set>" if config.dify.inner_api_key else f"<missing: set {INNER_API_KEY_ENV}>",
+        "dify_api_url": config.dify.api_url,
+        "routes": RouteTable(config.routes).describe(),
+        "summary_model": config.summary_model.model if config.summary_model else None,
+    }
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dify-gateway", description="Model gateway for Dify's plugin daemon.")
+    parser.add_argument("--version", action="version", version=f"dify-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the inner API")
+    serve.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")
+    serve.add_argument("--host", help="listen address (default: server.host, 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port, 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    serve.set_defaults(run=_serve)
+    check = sub.add_parser("check-config", help="validate the configuration and print the route table")
+    check.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")
+    check.set_defaults(run=_check_config)
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result

@@ -1,0 +1,242 @@
+"""The gateway's YAML configuration: schema, secret references and validation.
+
+Two phases: ``load_config`` reads and validates the file into frozen models; the app
+builds live objects (route table, adapters) from them. Nothing here is global.
+
+Secret references, in any string value:
+- ``os.environ/NAME``   the whole value comes from the environment variable NAME;
+- ``file:/path``        the whole value is the (stripped) content of a file;
+- ``${NAME}`` / ``${NAME:-default}`` inside a longer string is interpolated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+MODEL_TYPES = (
+    "llm",
+    "text-embedding",
+    "multimodal-embedding",
+    "rerank",
+    "multimodal-rerank",
+    "tts",
+    "speech2text",
+    "moderation",
+)
+ModelType = Literal[
+    "llm",
+    "text-embedding",
+    "multimodal-embedding",
+    "rerank",
+    "multimodal-rerank",
+    "tts",
+    "speech2text",
+    "moderation",
+]
+
+CONFIG_ENV = "DIFY_GATEWAY_CONFIG"
+INNER_API_KEY_ENV = "DIFY_INNER_API_KEY"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Speech-to-text audio arrives hex-encoded (twice its size): 64 MiB allows ~30 MiB audio.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+
+
+class DifyConfig(_Strict):
+    inner_api_key: SecretStr | None = None
+    api_url: str | None = None
+
+
+class CacheConfig(_Strict):
+    redis_url: SecretStr | None = None
+
+
+class Timeouts(_Strict):
+    connect_s: float = Field(default=10.0, gt=0)
+    # Total defaults below the daemon's 240 s read deadline so callers get a clean error.
+    total_s: float = Field(default=230.0, gt=0)
+
+
+class TargetConfig(_Strict):
+    """One backend. Keys follow litellm's ``litellm_params`` names."""
+
+    model: str = Field(min_length=1)  # e.g. "openai/{model}", "anthropic/claude-3-5-haiku-latest"
+    api_key: SecretStr | None = None
+    api_base: str | None = None
+    api_version: str | None = None
+    organization: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    # Force the upstream API style for LLM calls; None follows the request's mode.
+    mode: Literal["chat", "completion"] | None = None
+    # How structured output is obtained: "auto" uses the model's JSON-schema support
+    # when litellm's model map knows it, else a schema prompt.
+    structured_output: Literal["auto", "native", "prompt"] = "auto"
+    # Prices per token (litellm names); override litellm's bundled model map.
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    # Completion params applied under the request's own (the request wins).
+    params: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Anything else litellm accepts, passed through unchanged.
+    litellm_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteMatch(_Strict):
+    type: ModelType | list[ModelType]
+    provider: str = "*"
+    model: str = "*"
+    tenant: str | list[str] | None = None
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return (self.type,) if isinstance(self.type, str) else tuple(self.type)
+
+    @property
+    def tenants(self) -> tuple[str, ...] | None:
+        if self.tenant is None:
+            return None
+        return (self.tenant,) if isinstance(self.tenant, str) else tuple(self.tenant)
+
+
+class RouteConfig(_Strict):
+    name: str | None = None
+    match: RouteMatch
+    targets: list[TargetConfig] = Field(min_length=1)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+class GatewayConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    dify: DifyConfig = Field(default_factory=DifyConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    summary_model: TargetConfig | None = None
+    # Where this configuration came from, for messages ("<embedded defaults>" without a file).
+    source: str = "<embedded defaults>"
+
+    @field_validator("routes")
+    @classmethod
+    def _names_unique(cls, routes: list[RouteConfig]) -> list[RouteConfig]:
+        names = [r.name for r in routes if r.name]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"route names must be unique, repeated: {', '.join(dupes)}")
+        return routes
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the configuration, for redaction of messages."""
+        found = [s.get_secret_value() for s in _walk_secrets(self)]
+        return [s for s in found if len(s) >= 4]
+
+
+def _walk_secrets(node: Any) -> list[SecretStr]:
+    if isinstance(node, SecretStr):
+        return [node]
+    if isinstance(node, BaseModel):
+        return [s for name in type(node).model_fields for s in _walk_secrets(getattr(node, name))]
+    if isinstance(node, list | tuple):
+        return [s for item in node for s in _walk_secrets(item)]
+    return []
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _resolve_references(node: Any, path: str, env: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _resolve_references(v, f"{path}.{k}" if path else str(k), env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_references(v, f"{path}[{i}]", env) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+    if node.startswith("os.environ/"):
+        name = node.removeprefix("os.environ/")
+        if name not in env:
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+        return env[name]
+    if node.startswith("file:"):
+        file = Path(node.removeprefix("file:"))
+        try:
+            return file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read {file}: {exc.strerror}") from None
+
+    def interpolate(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _INTERPOLATION.sub(interpolate, node)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        lines.append(f"  {loc or '<top level>'}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: Any, source: str, env: dict[str, str] | None = None) -> GatewayConfig:
+    """Validate an already-loaded YAML document."""
+    env = dict(os.environ) if env is None else env
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, not {type(raw).__name__}")
+    try:
+        resolved = _resolve_references(raw, "", env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    resolved.pop("source", None)
+    try:
+        config = GatewayConfig.model_validate({**resolved, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration\n{_format_validation_error(exc)}") from None
+    if config.dify.inner_api_key is None and env.get(INNER_API_KEY_ENV):
+        dify = config.dify.model_copy(update={"inner_api_key": SecretStr(env[INNER_API_KEY_ENV])})
+        config = config.model_copy(update={"dify": dify})
+    return config
+
+
+def load_config(path: str | None = None, env: dict[str, str] | None = None) -> GatewayConfig:
+    """Load the file at ``path`` (or ``$DIFY_GATEWAY_CONFIG``); embedded defaults without one."""
+    env = dict(os.environ) if env is None else env
+    path = path or env.get(CONFIG_ENV) or None
+    if path is None:
+        return parse_config({}, "<embedded defaults>", env)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_config(raw, path, env)

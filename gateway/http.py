@@ -1,0 +1,104 @@
+"""HTTP plumbing shared by the handlers: bounded body reading, auth, reply shapes."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
+from gateway.protocol.envelope import error_body, error_frame, ok_body
+
+log = logging.getLogger("dify_gateway")
+
+STREAM_MEDIA_TYPE = "text/event-stream; charset=utf-8"
+JSON_MEDIA_TYPE = "application/json"
+INTERNAL_ERROR = "internal gateway error; the gateway log has the details"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def check_inner_api_key(request: Request, expected: bytes) -> None:
+    supplied = request.headers.get("x-inner-api-key")
+    # Constant-time compare, so response timing does not reveal how much of a guess matched.
+    if supplied is None or not hmac.compare_digest(supplied.encode(), expected):
+        raise Unauthorized("unauthorized: missing or wrong X-Inner-Api-Key")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body too large: {int(declared)} bytes, the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body too large: over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise BadRequest("invalid payload: the request body is empty")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"invalid JSON body: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"invalid payload: expected a JSON object, got a JSON {type(value).__name__}")
+    return value
+
+
+def parse_model(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False)[:5]:
+            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            problems.append(f"{loc}: {err['msg']}")
+        raise BadRequest("invalid payload: " + "; ".join(problems)) from None
+
+
+def envelope_response(data: Any) -> Response:
+    return Response(ok_body(data), media_type=JSON_MEDIA_TYPE)
+
+
+def error_response(exc: GatewayError, status: int | None = None) -> Response:
+    return Response(error_body(exc.message), status_code=status or exc.status, media_type=JSON_MEDIA_TYPE)
+
+
+def internal_error_response() -> Response:
+    return Response(error_body(INTERNAL_ERROR), status_code=500, media_type=JSON_MEDIA_TYPE)
+
+
+async def stream_response(frames: AsyncIterator[bytes], redact: Callable[[str], str]) -> Response:
+    """A framed stream whose first frame is awaited before the status is sent.
+
+    Errors before the first frame propagate (the caller answers non-200); errors after it
+    become one final error frame, because the status can no longer change.
+    """
+    first = await anext(frames)  # StopAsyncIteration cannot happen: every reply has a final frame
+    return StreamingResponse(_continue(first, frames, redact), media_type=STREAM_MEDIA_TYPE)
+
+
+async def _continue(first: bytes, frames: AsyncIterator[bytes], redact: Callable[[str], str]) -> AsyncIterator[bytes]:
+    yield first
+    try:
+        async for frame in frames:
+            yield frame
+    except GatewayError as exc:
+        message = redact(exc.message)
+        log.warning("stream failed after it started: %s", message)
+        yield error_frame(message)
+    except Exception:
+        log.exception("unexpected error inside a stream")
+        yield error_frame(INTERNAL_ERROR)

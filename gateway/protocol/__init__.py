@@ -1,0 +1,1 @@
+"""Wire format of Dify's inner API: frames, envelopes, request and result entities."""
