@@ -84,21 +84,21 @@ class Gateway:
         path: str = request.scope["path"]
         at = path.find(INNER_PREFIX)
         if at >= 0:
-            handler = self.invoke_paths.get(path[at + len(INNER_PREFIX) :].rstrip("/"))
-            if handler is None:
-                return error_response(NotFound(f"the gateway does not serve {path}"))
-            if request.method != "POST":
-                return error_response(NotFound(f"{request.method} {path}: only POST is served"), 405)
-            return await self._guarded(handler, request)
+            return await self._inner(path[at + len(INNER_PREFIX) :].rstrip("/"), request)
         plain = self.plain_paths.get(path)
         if plain is not None:
             return await plain(request)
         return error_response(NotFound(f"no such path: {path}"))
 
-    async def _guarded(self, handler: Handler, request: Request) -> Response:
+    async def _inner(self, inner_path: str, request: Request) -> Response:
         """Auth, then the handler; errors before a reply starts become non-200 envelopes."""
         try:
             check_inner_api_key(request, self._key)
+            handler = self.invoke_paths.get(inner_path)
+            if handler is None:
+                raise NotFound(f"the gateway does not serve /inner/api/{inner_path}")
+            if request.method != "POST":
+                return error_response(NotFound(f"{request.method} /inner/api/{inner_path}: only POST is served"), 405)
             return await handler(request)
         except GatewayError as exc:
             exc.message = self.redactor(exc.message)

@@ -77,6 +77,9 @@ class LiteLLMChatAdapter:
             else:
                 if call.tools:
                     kwargs["tools"] = call.tools
+                    # litellm 1.106.2 imports its MCP gateway (and the optional `mcp`
+                    # package) for any call with tools; plain function tools never need it.
+                    kwargs["_skip_mcp_handler"] = True
                     if call.tool_choice is not None:
                         kwargs["tool_choice"] = call.tool_choice
                 response = await litellm.acompletion(messages=call.messages, **kwargs)

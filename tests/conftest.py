@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests may talk to loopback only: any other connection fails loudly."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.upstream import FakeUpstream
+
+# Proxies point at a closed port, so a client that honours them cannot reach out either.
+_CLOSED = "http://127.0.0.1:9"
+for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    os.environ[_name] = _CLOSED
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+
+def _is_loopback(host: Any) -> bool:
+    if not isinstance(host, str):
+        return True  # AF_UNIX paths and the like stay on the machine
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _network_guard(event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.connect":
+        address = args[1]
+        if isinstance(address, tuple) and not _is_loopback(address[0]):
+            raise ConnectionRefusedError(f"tests may not connect to {address[0]}")
+    elif event == "socket.getaddrinfo":
+        if not _is_loopback(args[0]):
+            raise OSError(f"tests may not resolve {args[0]!r}")
+
+
+sys.addaudithook(_network_guard)
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(upstream: FakeUpstream) -> FakeUpstream:
+    """The shared fake upstream, with scripts and records cleared for this test."""
+    upstream.reset()
+    return upstream

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_no_file_gives_embedded_defaults_with_key_from_env() -> None:
+    config = load_config(None, env={"DIFY_INNER_API_KEY": "k1"})
+    assert config.source == "<embedded defaults>"
+    assert config.routes == []
+    assert config.server.port == 8080
+    assert config.dify.inner_api_key is not None
+    assert config.dify.inner_api_key.get_secret_value() == "k1"
+
+
+def test_path_comes_from_environment_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {port: 9999}\n")
+    assert load_config(None, env={"DIFY_GATEWAY_CONFIG": path}).server.port == 9999
+
+
+def test_environment_and_file_references(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("sk-from-file\n")
+    path = write(
+        tmp_path,
+        f"""
+dify: {{inner_api_key: os.environ/INNER}}
+routes:
+  - match: {{type: llm}}
+    targets:
+      - model: openai/{{model}}
+        api_key: file:{secret}
+        api_base: "http://${{HOST}}:${{PORT:-8000}}/v1"
+""",
+    )
+    config = load_config(path, env={"INNER": "inner-secret", "HOST": "vllm"})
+    target = config.routes[0].targets[0]
+    assert target.api_key is not None and target.api_key.get_secret_value() == "sk-from-file"
+    assert target.api_base == "http://vllm:8000/v1"
+    assert sorted(config.secrets()) == ["inner-secret", "sk-from-file"]
+    assert "sk-from-file" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("routes:\n  - match: {type: llm}\n    targets: [{model: m, weight: 0}]\n", "routes[0].targets[0].weight"),
+        ("routes:\n  - match: {type: llm}\n    targets: [{model: m, api_bse: x}]\n", "routes[0].targets[0].api_bse"),
+        ("routes:\n  - match: {type: chat}\n    targets: [{model: m}]\n", "routes[0].match.type"),
+        ("routes:\n  - match: {type: llm}\n    targets: []\n", "routes[0].targets"),
+        ("serverr: {port: 1}\n", "serverr"),
+        ("server: {port: 70000}\n", "server.port"),
+        ("dify: {inner_api_key: os.environ/NOPE}\n", "dify.inner_api_key: environment variable NOPE is not set"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+        ("routes: [\n", "not valid YAML (line"),
+        (
+            "routes:\n  - {name: a, match: {type: llm}, targets: [{model: m}]}\n"
+            "  - {name: a, match: {type: llm}, targets: [{model: m}]}\n",
+            "route names must be unique, repeated: a",
+        ),
+    ],
+)
+def test_invalid_configuration_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert message.startswith(path)
+    assert expected in message
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load_config(str(tmp_path / "absent.yaml"), env={})
+
+
+def test_unreadable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dify.inner_api_key: cannot read"):
+        parse_config({"dify": {"inner_api_key": f"file:{tmp_path}/none"}}, "x.yaml", env={})
