@@ -116,6 +116,7 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 for task in self._warmups:
                     task.cancel()
+                await self.backends.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

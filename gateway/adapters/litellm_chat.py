@@ -8,6 +8,7 @@ from typing import Any
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, ToolCallDelta
 from gateway.adapters.litellm_errors import map_litellm_error
 from gateway.adapters.litellm_loader import load_litellm
+from gateway.errors import UpstreamUnavailable
 
 
 def target_kwargs(call_target: Any, timeout_s: float) -> dict[str, Any]:
@@ -60,7 +61,42 @@ def _tool_deltas(raw: Any) -> list[ToolCallDelta] | None:
     return deltas
 
 
+# Providers whose text completions litellm sends through an ``openai.AsyncOpenAI`` client.
+_OPENAI_COMPLETION_PROVIDERS = ("openai/", "text-completion-openai/")
+
+
 class LiteLLMChatAdapter:
+    def __init__(self) -> None:
+        self._clients: dict[tuple[Any, ...], Any] = {}
+
+    def _completions_client(self, model: str, kwargs: dict[str, Any]) -> Any:
+        """A reused OpenAI client for text completions.
+
+        litellm 1.106.2 builds a new HTTP client for every OpenAI text completion and never
+        closes it (one leaked connection per call); a client per target avoids that.
+        """
+        if not model.startswith(_OPENAI_COMPLETION_PROVIDERS):
+            return None
+        key = (kwargs.get("api_base"), kwargs.get("api_key"), kwargs.get("organization"), kwargs.get("timeout"))
+        client = self._clients.get(key)
+        if client is None:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(
+                api_key=kwargs.get("api_key") or "none",
+                base_url=kwargs.get("api_base"),
+                organization=kwargs.get("organization"),
+                timeout=kwargs.get("timeout"),
+                max_retries=0,
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
     async def chat(self, call: ChatCall) -> AsyncIterator[ChatEvent]:
         where = call.context.describe(call.target)
         try:
@@ -73,6 +109,9 @@ class LiteLLMChatAdapter:
             if call.stop:
                 kwargs["stop"] = call.stop
             if call.prompt is not None:
+                client = self._completions_client(call.target.model, kwargs)
+                if client is not None:
+                    kwargs["client"] = client
                 response = await litellm.atext_completion(prompt=call.prompt, **kwargs)
             else:
                 if call.tools:
@@ -90,6 +129,14 @@ class LiteLLMChatAdapter:
                 event = self._chunk(chunk)
                 if event is not None:
                     yield event
+            # litellm ends a cut stream with a made-up "stop"; what the upstream really sent
+            # is only on the wrapper. No finish reason at all means the stream was truncated.
+            # (Text-completion streams have their own wrapper without it; there the finish
+            # reason of the chunks is all there is.)
+            chat_stream = hasattr(response, "received_finish_reason")
+            received = getattr(response, "received_finish_reason", None)
+            if chat_stream and received is None and getattr(response, "intermittent_finish_reason", None) is None:
+                raise UpstreamUnavailable(f"upstream stream ended before the answer was finished ({where})")
         except Exception as exc:  # the adapter boundary: every failure becomes an UpstreamError
             raise map_litellm_error(exc, where) from exc
 

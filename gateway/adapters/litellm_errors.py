@@ -35,8 +35,9 @@ def map_litellm_error(exc: BaseException, where: str) -> UpstreamError:
     name = type(exc).__name__
     if name in ("Timeout", "APITimeoutError"):
         return UpstreamTimeout(f"upstream timed out ({where}): {_detail(exc)}", status)
-    if name in ("APIConnectionError", "InternalServerError") and status in (None, 500):
-        # litellm reports connection failures and broken streams without an HTTP status.
+    # litellm reports connection failures as APIConnectionError, or as an InternalServerError
+    # with a made-up status 500 and the OpenAI SDK's "Connection error." text.
+    if name == "APIConnectionError" or (name == "InternalServerError" and "Connection error" in str(exc)):
         return UpstreamUnavailable(f"upstream unreachable or failed ({where}): {_detail(exc)}", None)
     cls = upstream_error_for_status(status)
     label = f"HTTP {status}" if status else name

@@ -16,6 +16,12 @@ class Backends:
     def __init__(self, chat: ChatAdapter | None = None) -> None:
         self._litellm_chat: ChatAdapter = chat or LiteLLMChatAdapter()
 
+    async def aclose(self) -> None:
+        """Release pooled connections (at shutdown)."""
+        close = getattr(self._litellm_chat, "aclose", None)
+        if close is not None:
+            await close()
+
     def chat(self, target: Target) -> ChatAdapter:
         if target.model.startswith(LOCAL_PREFIX):
             raise NoRoute(f"target {target.model!r}: the gateway has no embedded LLM; route llm calls to a backend")

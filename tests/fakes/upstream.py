@@ -1,0 +1,1062 @@
+"""A scripted, fault-injecting OpenAI-compatible upstream for tests.
+
+``FakeUpstream`` is a real HTTP server (``aiohttp.web``) bound to 127.0.0.1 on an
+ephemeral port.  It runs its own event loop in a daemon thread, so the same
+instance works from plain sync tests and from async tests running on another
+loop (the test's client never shares a loop with the server, which is what a
+real upstream looks like as well).
+
+Tests script what the upstream does per request *model*::
+
+    with FakeUpstream() as fake:
+        fake.script("gpt-x", HttpError(429, headers={"Retry-After": "1"}), Chat(["Hi"]))
+        ...  # first call to model "gpt-x" gets a 429, every later one streams "Hi"
+        assert fake.count("/v1/chat/completions", model="gpt-x") == 2
+
+Every request that reaches the server is recorded (``fake.requests``), including
+those that were answered with an error, reset or left hanging, so retry logic
+can be asserted through the attempt counters.
+
+Everything is deterministic: ids derive from the request sequence number,
+``created`` is a constant, embeddings/audio/rerank scores derive from the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import json
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, NoReturn, Self, TypeAlias
+
+from aiohttp import web
+
+__all__ = [
+    "Behaviour",
+    "Chat",
+    "Completion",
+    "Embeddings",
+    "FakeUpstream",
+    "Faults",
+    "Hang",
+    "HttpError",
+    "Moderation",
+    "RecordedFile",
+    "RecordedRequest",
+    "Rerank",
+    "Reset",
+    "Speech",
+    "ToolCallSpec",
+    "Transcription",
+    "fake_audio",
+    "fake_embedding",
+    "rerank_score",
+]
+
+JSON: TypeAlias = dict[str, Any]
+
+# A fixed ``created`` keeps responses byte-for-byte reproducible across runs.
+CREATED = 1_700_000_000
+
+# Before a mid-stream reset the server waits this long (or ``gap_s`` if larger)
+# so the client has read the k good chunks: both aiohttp and httpx surface a
+# connection error *instead of* data that is still buffered when it arrives.
+RESET_GRACE_S = 0.05
+
+# Stop must not wait for handlers politely; anything still running is cancelled.
+_SHUTDOWN_TIMEOUT_S = 0.5
+
+_MALFORMED_LINE = b"data: {this is not json\n\n"
+
+
+# --------------------------------------------------------------------------
+# Behaviours
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCallSpec:
+    """One tool call the fake model "decides" to make."""
+
+    name: str
+    arguments: str = "{}"  # the JSON-encoded arguments string, as OpenAI sends it
+    id: str | None = None  # None -> deterministic "call_<index>"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Faults:
+    """Timing and fault knobs shared by ``Chat`` and ``Completion``.
+
+    Streaming: *k* counts ``data:`` JSON chunks (role/content, tool-call,
+    finish and usage chunks alike); a *k* beyond the last chunk means "just
+    before ``data: [DONE]``".  Faults are checked in the order reset, stall,
+    truncate, malformed.
+
+    Non-streaming there is one JSON body, so *k* is ignored and each fault
+    applies to the body: reset/stall after half of it (with a full
+    Content-Length, so the client waits for the rest), truncate sends half of
+    it and ends cleanly, malformed replaces it with non-JSON.
+    """
+
+    gap_s: float = 0.0  # pause between consecutive stream writes
+    headers_delay_s: float = 0.0  # pause before the status line/headers
+    reset_after: int | None = None  # TCP reset (RST) after k chunks
+    stall_after: int | None = None  # stop after k chunks, hang until the client leaves
+    malformed_after: int | None = None  # insert a non-JSON data: line after k chunks
+    truncate_after: int | None = None  # end the body cleanly after k chunks, no [DONE]
+
+
+@dataclass(frozen=True)
+class Chat(Faults):
+    """``POST /v1/chat/completions``; streams when the request has ``"stream": true``."""
+
+    deltas: Sequence[str] = ("Hello", " world")
+    tool_calls: Sequence[ToolCallSpec] = ()
+    tool_call_split: int = 1  # deltas per tool call's arguments; name/id only in the first
+    finish_reason: str | None = None  # None -> "tool_calls" if tool_calls else "stop"
+    usage: tuple[int, int] | None = (
+        10,
+        5,
+    )  # (prompt, completion); None -> no usage at all
+    content_text: str | None = None  # non-stream message.content override
+    system_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion(Faults):
+    """Legacy ``POST /v1/completions`` (``text_completion`` objects)."""
+
+    deltas: Sequence[str] = ("Hello", " world")
+    finish_reason: str = "stop"
+    usage: tuple[int, int] | None = (10, 5)
+    content_text: str | None = None  # non-stream choices[0].text override
+
+
+@dataclass(frozen=True)
+class HttpError:
+    """An error status sent before any body byte.
+
+    ``body=None`` produces an OpenAI-style ``{"error": {...}}`` JSON body; a
+    ``str`` is sent verbatim as text/plain (e.g. a proxy's HTML page).
+    """
+
+    status: int
+    body: Mapping[str, Any] | str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Abort the TCP connection (RST) before sending headers."""
+
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Never answer; the handler waits until the client disconnects or ``stop()``."""
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """``POST /v1/embeddings`` with vectors from :func:`fake_embedding`.
+
+    A ``dimensions`` field in the request overrides ``dims`` (as OpenAI's
+    ``text-embedding-3-*`` models honour it).
+    """
+
+    dims: int = 8
+    usage_tokens: int | None = None  # None -> whitespace word count, at least 1 per input
+    fail: HttpError | None = None  # answer with this error instead
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Speech:
+    """``POST /v1/audio/speech``: ``size`` bytes of :func:`fake_audio`."""
+
+    size: int = 4096
+    chunk_size: int | None = None  # None -> one body with Content-Length; else chunked
+    gap_s: float = 0.0  # pause between chunks
+    content_type: str = "audio/mpeg"
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """``POST /v1/audio/transcriptions`` (multipart; the upload is recorded)."""
+
+    text: str = "hello world"
+    language: str = "en"
+    duration_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Moderation:
+    """``POST /v1/moderations``: flagged when an input contains one of ``flag_words``."""
+
+    flag_words: Sequence[str] = ("forbidden",)
+    category: str = "violence"
+
+
+@dataclass(frozen=True)
+class Rerank:
+    """``POST /v1/rerank`` (Jina/Cohere v1 shape) and ``POST /v2/rerank`` (Cohere v2).
+
+    Scores are :func:`rerank_score` unless ``scores`` (by document index) is set.
+    """
+
+    scores: Sequence[float] | None = None
+
+
+Behaviour: TypeAlias = (
+    Chat | Completion | HttpError | Reset | Hang | Embeddings | Speech | Transcription | Moderation | Rerank
+)
+
+
+# --------------------------------------------------------------------------
+# Deterministic payload helpers (public so tests can compute expectations)
+# --------------------------------------------------------------------------
+
+
+def _hash_stream(seed: str, size: int) -> bytes:
+    """``size`` bytes of sha256(f"{i}:{seed}") for i = 0, 1, ... concatenated."""
+    out = bytearray()
+    for i in itertools.count():
+        if len(out) >= size:
+            break
+        out += hashlib.sha256(f"{i}:{seed}".encode()).digest()
+    return bytes(out[:size])
+
+
+def fake_embedding(text: str, dims: int) -> list[float]:
+    """The vector the fake returns for ``text``.
+
+    Each component is ``(byte - 128) / 128`` for a sha256-derived byte, i.e. a
+    multiple of 1/128 in [-1, 1): exactly representable as float32, so the
+    base64 (float32) and the JSON float encodings decode to identical lists.
+    """
+    return [(b - 128) / 128 for b in _hash_stream(text, dims)]
+
+
+def fake_audio(size: int) -> bytes:
+    """The deterministic "audio" bytes returned by ``Speech(size=...)``."""
+    return _hash_stream("fake-audio", size)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def rerank_score(query: str, document: str) -> float:
+    """Share of the query's distinct words that occur in the document (0..1)."""
+    query_words = set(_words(query))
+    if not query_words:
+        return 0.0
+    return len(query_words & set(_words(document))) / len(query_words)
+
+
+# --------------------------------------------------------------------------
+# Recording
+# --------------------------------------------------------------------------
+
+Outcome: TypeAlias = Literal["pending", "completed", "reset", "disconnected"]
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """A file part of a multipart upload."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake saw it.
+
+    Times are ``time.monotonic()`` values (comparable with the test's own
+    clock).  The record is created when the request body has been read and is
+    updated while the response is written, so look at the timing fields once
+    the client is done.
+    """
+
+    seq: int  # 1-based arrival order, also used in response ids
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # keys lower-cased
+    body: bytes  # raw body (empty for multipart, see form/files)
+    json: Any  # parsed JSON body, or None if absent/not JSON
+    model: str | None  # "model" from the JSON body or multipart form
+    arrived_at: float
+    form: dict[str, str] = field(default_factory=dict)
+    files: list[RecordedFile] = field(default_factory=list)
+    behaviour: Behaviour | None = None  # what answered it (None for unknown paths)
+    status: int | None = None  # status sent, if headers were sent
+    headers_sent_at: float | None = None
+    last_byte_at: float | None = None
+    ended_at: float | None = None
+    # "reset": the fake aborted the connection; "disconnected": the client left
+    # (or stop() ran) before the response was complete.
+    outcome: Outcome = "pending"
+
+
+# --------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------
+
+_Serve: TypeAlias = Callable[[web.Request, RecordedRequest, Any], Awaitable[web.StreamResponse]]
+
+
+class FakeUpstream:
+    """Scripted OpenAI-compatible HTTP server on 127.0.0.1 (see module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._scripts: dict[str, deque[Behaviour]] = {}
+        self._default: deque[Behaviour] = deque()
+        self._seq = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        # Running handlers and their connections; stop() aborts and cancels them.
+        self._inflight: dict[asyncio.Task[Any], asyncio.Transport | None] = {}
+        # path -> (behaviour used when nothing is scripted, handler)
+        self._routes: dict[str, tuple[Behaviour, _Serve]] = {
+            "/v1/chat/completions": (Chat(), self._serve_chat),
+            "/v1/completions": (Completion(), self._serve_completion),
+            "/v1/embeddings": (Embeddings(), self._serve_embeddings),
+            "/v1/audio/speech": (Speech(), self._serve_speech),
+            "/v1/audio/transcriptions": (Transcription(), self._serve_transcription),
+            "/v1/moderations": (Moderation(), self._serve_moderation),
+            "/v1/rerank": (Rerank(), self._serve_rerank),
+            "/v2/rerank": (Rerank(), self._serve_rerank),
+        }
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("FakeUpstream already started")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-upstream", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        self._port = asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout=5)
+
+    def stop(self) -> None:
+        """Close every connection (in-flight handlers are cancelled) and the loop."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=5)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            self._loop = self._thread = None
+            self._port = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # start()/stop() block for milliseconds; in async tests run them off the
+    # test's loop so a client on that loop is never frozen while we wait.
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeUpstream is not running")
+        return self._port
+
+    @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (Cohere v2 rerank lives at ``/v2/rerank``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-style base URL, ``http://127.0.0.1:PORT/v1``."""
+        return f"{self.root_url}/v1"
+
+    # -- scripting and inspection (thread-safe) ----------------------------
+
+    def script(self, model: str, *steps: Behaviour) -> None:
+        """Replace the queue for requests with this ``model``; no steps clears it.
+
+        Each request pops the next step; the last one is reused forever.
+        """
+        with self._lock:
+            if steps:
+                self._scripts[model] = deque(steps)
+            else:
+                self._scripts.pop(model, None)
+
+    def default(self, *steps: Behaviour) -> None:
+        """Queue used for models without a script (same popping rule).
+
+        With no default either, each endpoint answers with its behaviour's
+        defaults (``Chat()``, ``Embeddings()``, ...).
+        """
+        with self._lock:
+            self._default = deque(steps)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every recorded request, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def count(self, path: str | None = None, model: str | None = None) -> int:
+        """Attempts that reached the server (failed ones included), optionally filtered."""
+        return sum(1 for r in self.requests if (path is None or r.path == path) and (model is None or r.model == model))
+
+    def reset(self) -> None:
+        """Forget recorded requests, scripts and the default queue."""
+        with self._lock:
+            self._requests.clear()
+            self._scripts.clear()
+            self._default.clear()
+
+    def wait_until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
+        """Poll ``predicate`` (e.g. over ``requests``) until it holds; for sync tests.
+
+        Records are updated by the server thread, possibly just after the
+        client saw the last byte, so wait before asserting outcomes/timings.
+        """
+        deadline = time.monotonic() + within
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("FakeUpstream.wait_until: condition not met")
+            time.sleep(0.005)
+
+    async def await_until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
+        """``wait_until`` for async tests: the caller's loop keeps running, so e.g.
+        a client socket closed on it really closes while we wait for the
+        server-side "disconnected" outcome."""
+        # Polling on purpose: the state lives in another thread and loop, so
+        # there is no asyncio.Event here that the predicate could wait on.
+        async with asyncio.timeout(within):
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
+    def _next_behaviour(self, model: str | None) -> Behaviour | None:
+        with self._lock:
+            queue = self._scripts.get(model) if model is not None else None
+            if not queue:
+                queue = self._default
+            if not queue:
+                return None
+            return queue.popleft() if len(queue) > 1 else queue[0]
+
+    # -- server thread -----------------------------------------------------
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+    async def _astart(self) -> int:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a client disconnect cancels the handler, which is
+        # how Hang/stall end and how "disconnected" outcomes get recorded.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+        )
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))  # loopback only, kernel-chosen port
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+        port: int = sock.getsockname()[1]
+        return port
+
+    async def _astop(self) -> None:
+        # Don't wait for handlers (a Hang would wait forever): drop their
+        # connections, cancel them, and let them record their final outcome.
+        tasks = list(self._inflight)
+        for task, transport in self._inflight.items():
+            if transport is not None:
+                transport.abort()
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_SHUTDOWN_TIMEOUT_S)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- request handling --------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived_at = time.monotonic()
+        task = asyncio.current_task()
+        assert task is not None  # aiohttp runs every handler in a task
+        self._inflight[task] = request.transport
+        try:
+            rec = await self._record(request, arrived_at)
+            try:
+                resp = await self._dispatch(request, rec)
+            except asyncio.CancelledError:
+                if rec.outcome == "pending":
+                    rec.outcome = "disconnected"
+                raise
+            finally:
+                rec.ended_at = time.monotonic()
+            if rec.outcome == "pending":
+                rec.outcome = "completed"
+            return resp
+        finally:
+            del self._inflight[task]
+
+    async def _record(self, request: web.Request, arrived_at: float) -> RecordedRequest:
+        body, parsed, model = b"", None, None
+        form: dict[str, str] = {}
+        files: list[RecordedFile] = []
+        if request.content_type == "multipart/form-data":
+            for name, value in (await request.post()).items():
+                if isinstance(value, web.FileField):
+                    files.append(RecordedFile(name, value.filename, value.content_type, value.file.read()))
+                else:
+                    form[name] = value if isinstance(value, str) else bytes(value).decode(errors="replace")
+            model = form.get("model")
+        else:
+            body = await request.read()
+            try:
+                parsed = json.loads(body) if body else None
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
+                model = parsed["model"]
+        rec = RecordedRequest(
+            seq=next(self._seq),
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            json=parsed,
+            model=model,
+            arrived_at=arrived_at,
+            form=form,
+            files=files,
+        )
+        with self._lock:
+            self._requests.append(rec)
+        return rec
+
+    async def _dispatch(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        route = self._routes.get(request.path) if request.method == "POST" else None
+        if route is None:
+            return await self._send_json(
+                request,
+                rec,
+                _error_body(404, f"fake upstream: no route {request.method} {request.path}"),
+                404,
+            )
+        fallback, serve = route
+        behaviour = self._next_behaviour(rec.model) or fallback
+        rec.behaviour = behaviour
+        if isinstance(behaviour, HttpError):
+            return await self._serve_error(request, rec, behaviour)
+        if isinstance(behaviour, Reset):
+            await asyncio.sleep(behaviour.delay_s)
+            await self._abort(request, rec)
+        if isinstance(behaviour, Hang):
+            await _wait_for_disconnect()
+        if not isinstance(behaviour, type(fallback)):
+            # A mis-scripted test should fail loudly, not get a plausible answer.
+            msg = f"fake upstream: {type(behaviour).__name__} cannot answer {request.path}"
+            return await self._send_json(request, rec, _error_body(500, msg), 500)
+        return await serve(request, rec, behaviour)
+
+    # -- low-level writing, with timing records ----------------------------
+
+    async def _prepare(self, request: web.Request, rec: RecordedRequest, resp: web.StreamResponse) -> None:
+        resp.headers.setdefault("x-request-id", f"req_fake_{rec.seq}")
+        await resp.prepare(request)  # a StreamResponse flushes headers right here
+        rec.status = resp.status
+        rec.headers_sent_at = time.monotonic()
+
+    async def _write(self, rec: RecordedRequest, resp: web.StreamResponse, data: bytes) -> None:
+        await resp.write(data)
+        rec.last_byte_at = time.monotonic()
+
+    async def _finish(self, rec: RecordedRequest, resp: web.StreamResponse) -> web.StreamResponse:
+        await resp.write_eof()
+        rec.last_byte_at = time.monotonic()
+        return resp
+
+    async def _send_bytes(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        data: bytes,
+        status: int = 200,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_type = content_type
+        resp.content_length = len(data)
+        await self._prepare(request, rec, resp)
+        await self._write(rec, resp, data)
+        return await self._finish(rec, resp)
+
+    async def _send_json(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        payload: Mapping[str, Any],
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.StreamResponse:
+        return await self._send_bytes(request, rec, _dumps(payload), status, "application/json", headers)
+
+    async def _abort(self, request: web.Request, rec: RecordedRequest) -> NoReturn:
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # Linger 0 turns the close into a TCP RST - what a crashed upstream
+                # or a load balancer reset looks like - rather than a clean FIN.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            rec.outcome = "reset"
+            transport.abort()
+        # connection_lost now cancels this handler (handler_cancellation=True).
+        await _wait_for_disconnect()
+
+    # -- error / generic fault behaviours ----------------------------------
+
+    async def _serve_error(self, request: web.Request, rec: RecordedRequest, err: HttpError) -> web.StreamResponse:
+        await asyncio.sleep(err.delay_s)
+        headers = dict(err.headers)
+        if isinstance(err.body, str):
+            return await self._send_bytes(request, rec, err.body.encode(), err.status, "text/plain", headers)
+        body = err.body if err.body is not None else _error_body(err.status)
+        return await self._send_json(request, rec, body, err.status, headers)
+
+    async def _serve_events(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        spec: Faults,
+        events: list[JSON],
+    ) -> web.StreamResponse:
+        """Stream ``events`` as OpenAI SSE, applying the fault knobs."""
+        await asyncio.sleep(spec.headers_delay_s)
+        resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+        resp.content_type = "text/event-stream"
+        resp.charset = "utf-8"
+        await self._prepare(request, rec, resp)
+        n = len(events)
+        # Position n is "just before [DONE]"; larger k values are clamped to it.
+        for i in range(n + 1):
+            if i > 0:
+                await asyncio.sleep(spec.gap_s)
+            if spec.reset_after is not None and i == min(spec.reset_after, n):
+                await asyncio.sleep(max(RESET_GRACE_S - spec.gap_s, 0))
+                await self._abort(request, rec)
+            if spec.stall_after is not None and i == min(spec.stall_after, n):
+                await _wait_for_disconnect()
+            if spec.truncate_after is not None and i == min(spec.truncate_after, n):
+                return await self._finish(rec, resp)
+            if spec.malformed_after is not None and i == min(spec.malformed_after, n):
+                await self._write(rec, resp, _MALFORMED_LINE)
+            line = (b"data: " + _dumps(events[i]) + b"\n\n") if i < n else b"data: [DONE]\n\n"
+            await self._write(rec, resp, line)
+        return await self._finish(rec, resp)
+
+    async def _serve_body(
+        self, request: web.Request, rec: RecordedRequest, spec: Faults, payload: JSON
+    ) -> web.StreamResponse:
+        """Send a non-stream JSON body, applying the fault knobs to the body."""
+        await asyncio.sleep(spec.headers_delay_s)
+        data = _dumps(payload)
+        half = data[: len(data) // 2]
+        if spec.malformed_after is not None:
+            return await self._send_bytes(request, rec, b"{this is not json")
+        if spec.reset_after is None and spec.stall_after is None and spec.truncate_after is None:
+            return await self._send_bytes(request, rec, data)
+        resp = web.StreamResponse()
+        resp.content_type = "application/json"
+        if spec.truncate_after is None:
+            resp.content_length = len(data)  # promise the full body, deliver half
+        await self._prepare(request, rec, resp)
+        await self._write(rec, resp, half)
+        if spec.reset_after is not None:
+            await asyncio.sleep(RESET_GRACE_S)
+            await self._abort(request, rec)
+        if spec.stall_after is not None:
+            await _wait_for_disconnect()
+        return await self._finish(rec, resp)  # truncate: clean end of a chunked body
+
+    # -- chat --------------------------------------------------------------
+
+    async def _serve_chat(self, request: web.Request, rec: RecordedRequest, chat: Chat) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        model = rec.model or "fake-model"
+        finish = chat.finish_reason or ("tool_calls" if chat.tool_calls else "stop")
+        base: JSON = {
+            "id": f"chatcmpl-fake-{rec.seq}",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": chat.system_fingerprint,
+        }
+        if not req.get("stream"):
+            return await self._serve_body(request, rec, chat, _chat_body(chat, base, finish))
+        include_usage = _wants_usage(req)
+
+        def chunk(delta: JSON, finish_reason: str | None = None) -> JSON:
+            out: JSON = {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": delta,
+                        "finish_reason": finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+            }
+            if include_usage:
+                out["usage"] = None  # OpenAI sends usage: null until the final chunk
+            return out
+
+        deltas: list[JSON] = [{"content": text} for text in chat.deltas]
+        for index, call in enumerate(chat.tool_calls):
+            for part_no, part in enumerate(_split(call.arguments, chat.tool_call_split)):
+                entry: JSON = {"index": index, "function": {"arguments": part}}
+                if part_no == 0:
+                    entry = {
+                        "index": index,
+                        "id": call.id or f"call_{index}",
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": part},
+                    }
+                deltas.append({"tool_calls": [entry]})
+        if not deltas:
+            deltas.append({"content": ""})
+        # The first delta carries the role; with tool calls only, content is null.
+        deltas[0] = {
+            "role": "assistant",
+            **({"content": None} if not chat.deltas else {}),
+            **deltas[0],
+        }
+
+        events = [chunk(d) for d in deltas] + [chunk({}, finish)]
+        if include_usage and chat.usage is not None:
+            events.append({**base, "choices": [], "usage": _usage(chat.usage)})
+        return await self._serve_events(request, rec, chat, events)
+
+    # -- legacy completions ------------------------------------------------
+
+    async def _serve_completion(
+        self, request: web.Request, rec: RecordedRequest, comp: Completion
+    ) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        base: JSON = {
+            "id": f"cmpl-fake-{rec.seq}",
+            "object": "text_completion",
+            "created": CREATED,
+            "model": rec.model or "fake-model",
+        }
+
+        def choice(text: str, finish_reason: str | None) -> JSON:
+            return {
+                "text": text,
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+
+        if not req.get("stream"):
+            text = comp.content_text if comp.content_text is not None else "".join(comp.deltas)
+            body: JSON = {**base, "choices": [choice(text, comp.finish_reason)]}
+            if comp.usage is not None:
+                body["usage"] = _usage(comp.usage)
+            return await self._serve_body(request, rec, comp, body)
+        events = [{**base, "choices": [choice(t, None)]} for t in comp.deltas]
+        events.append({**base, "choices": [choice("", comp.finish_reason)]})
+        if _wants_usage(req) and comp.usage is not None:
+            events.append({**base, "choices": [], "usage": _usage(comp.usage)})
+        return await self._serve_events(request, rec, comp, events)
+
+    # -- embeddings --------------------------------------------------------
+
+    async def _serve_embeddings(
+        self, request: web.Request, rec: RecordedRequest, emb: Embeddings
+    ) -> web.StreamResponse:
+        await asyncio.sleep(emb.delay_s)
+        if emb.fail is not None:
+            return await self._serve_error(request, rec, emb.fail)
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        raw = req.get("input", "")
+        # Token-array inputs are keyed by their JSON text so they stay deterministic.
+        inputs = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
+        texts = [x if isinstance(x, str) else json.dumps(x) for x in inputs]
+        requested = req.get("dimensions")
+        dims = requested if isinstance(requested, int) else emb.dims
+        as_base64 = req.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector = fake_embedding(text, dims)
+            encoded: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode() if as_base64 else vector
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = emb.usage_tokens
+        if tokens is None:
+            tokens = sum(max(1, len(t.split())) for t in texts)
+        body = {
+            "object": "list",
+            "data": data,
+            "model": rec.model or "fake-embedding",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return await self._send_json(request, rec, body)
+
+    # -- audio -------------------------------------------------------------
+
+    async def _serve_speech(self, request: web.Request, rec: RecordedRequest, speech: Speech) -> web.StreamResponse:
+        audio = fake_audio(speech.size)
+        if not speech.chunk_size:
+            return await self._send_bytes(request, rec, audio, content_type=speech.content_type)
+        resp = web.StreamResponse()
+        resp.content_type = speech.content_type
+        await self._prepare(request, rec, resp)
+        for offset in range(0, len(audio), speech.chunk_size):
+            if offset:
+                await asyncio.sleep(speech.gap_s)
+            await self._write(rec, resp, audio[offset : offset + speech.chunk_size])
+        return await self._finish(rec, resp)
+
+    async def _serve_transcription(
+        self, request: web.Request, rec: RecordedRequest, tr: Transcription
+    ) -> web.StreamResponse:
+        fmt = rec.form.get("response_format", "json")
+        if fmt in ("text", "srt", "vtt"):
+            return await self._send_bytes(request, rec, tr.text.encode(), content_type="text/plain")
+        body: JSON = {"text": tr.text}
+        if fmt == "verbose_json":
+            body = {
+                "task": "transcribe",
+                "language": tr.language,
+                "duration": tr.duration_s,
+                **body,
+                "segments": [],
+            }
+        return await self._send_json(request, rec, body)
+
+    # -- moderation --------------------------------------------------------
+
+    async def _serve_moderation(
+        self, request: web.Request, rec: RecordedRequest, mod: Moderation
+    ) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        raw = req.get("input", "")
+        items = [raw] if isinstance(raw, str) else list(raw)
+        # Multimodal inputs are {"type": "text", "text": ...} parts; images are ignored.
+        texts = [x if isinstance(x, str) else str(x.get("text", "")) for x in items]
+        categories = dict.fromkeys((*_MODERATION_CATEGORIES, mod.category), False)
+        results = []
+        for text in texts:
+            flagged = any(word.lower() in text.lower() for word in mod.flag_words)
+            results.append(
+                {
+                    "flagged": flagged,
+                    "categories": {**categories, mod.category: flagged},
+                    "category_scores": {c: 0.99 if flagged and c == mod.category else 0.0 for c in categories},
+                }
+            )
+        body = {
+            "id": f"modr-fake-{rec.seq}",
+            "model": rec.model or "omni-moderation-latest",
+            "results": results,
+        }
+        return await self._send_json(request, rec, body)
+
+    # -- rerank ------------------------------------------------------------
+
+    async def _serve_rerank(self, request: web.Request, rec: RecordedRequest, rr: Rerank) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        query = str(req.get("query", ""))
+        docs = [d if isinstance(d, str) else str(d.get("text", "")) for d in req.get("documents", [])]
+        scores = list(rr.scores) if rr.scores is not None else [rerank_score(query, d) for d in docs]
+        # Best first; equal scores keep document order so results are stable.
+        order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))
+        top_n = req.get("top_n")
+        if isinstance(top_n, int):
+            order = order[:top_n]
+        if request.path.startswith("/v2/"):
+            results: list[JSON] = [{"index": i, "relevance_score": scores[i]} for i in order]
+            body: JSON = {
+                "id": f"rerank-fake-{rec.seq}",
+                "results": results,
+                "meta": {
+                    "api_version": {"version": "2"},
+                    "billed_units": {"search_units": 1},
+                },
+            }
+            return await self._send_json(request, rec, body)
+        with_docs = req.get("return_documents", True) is not False  # Jina's default
+        results = [
+            {
+                "index": i,
+                "relevance_score": scores[i],
+                **({"document": {"text": docs[i]}} if with_docs else {}),
+            }
+            for i in order
+        ]
+        tokens = len(_words(query)) + sum(len(_words(d)) for d in docs)
+        body = {
+            "model": rec.model or "fake-rerank",
+            "results": results,
+            "usage": {"total_tokens": tokens},
+        }
+        return await self._send_json(request, rec, body)
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+_MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+# status -> (error.type, error.code), close to what OpenAI sends.
+_ERROR_KINDS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+def _error_body(status: int, message: str | None = None) -> JSON:
+    kind, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    return {
+        "error": {
+            "message": message or f"fake upstream error {status}",
+            "type": kind,
+            "param": None,
+            "code": code,
+        }
+    }
+
+
+def _dumps(payload: Mapping[str, Any]) -> bytes:
+    # Compact separators, like OpenAI's own SSE lines.
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _usage(usage: tuple[int, int]) -> JSON:
+    prompt, completion = usage
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _wants_usage(req: JSON) -> bool:
+    options = req.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _split(text: str, parts: int) -> list[str]:
+    """Split ``text`` into ``parts`` contiguous, non-empty pieces (fewer if it is short)."""
+    parts = max(1, min(parts, len(text)))
+    size, extra = divmod(len(text), parts)
+    pieces, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def _chat_body(chat: Chat, base: JSON, finish: str) -> JSON:
+    message: JSON = {"role": "assistant", "content": None, "refusal": None}
+    if chat.content_text is not None:
+        message["content"] = chat.content_text
+    elif chat.deltas or not chat.tool_calls:
+        message["content"] = "".join(chat.deltas)
+    if chat.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id or f"call_{index}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for index, call in enumerate(chat.tool_calls)
+        ]
+    body: JSON = {
+        **base,
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+    }
+    if chat.usage is not None:
+        body["usage"] = _usage(chat.usage)
+    return body
+
+
+async def _wait_for_disconnect() -> NoReturn:
+    """Park the handler; it is cancelled when the client goes away or on stop()."""
+    await asyncio.get_running_loop().create_future()
+    raise AssertionError("unreachable: the parking future is never resolved")

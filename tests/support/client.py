@@ -1,0 +1,57 @@
+"""Posting daemon-style requests to a running gateway and reading replies like the daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.support.daemon import DaemonStreamOutcome, read_stream_reply
+from tests.support.server import TEST_KEY
+
+
+@dataclass
+class StreamReply:
+    status: int
+    content_type: str
+    body: bytes
+    outcome: DaemonStreamOutcome
+
+    @property
+    def text(self) -> str:
+        return "".join(c["delta"]["message"]["content"] for c in self.outcome.chunks)
+
+    @property
+    def usages(self) -> list[dict[str, Any]]:
+        return [c["delta"]["usage"] for c in self.outcome.chunks if c["delta"]["usage"] is not None]
+
+
+def llm_request(model: str = "m", stream: bool = True, **fields: Any) -> dict[str, Any]:
+    """A request body as the daemon serialises it."""
+    body: dict[str, Any] = {
+        "tenant_id": "tenant-1",
+        "user_id": "user-1",
+        "type": "llm",
+        "provider": "langgenius/openai/openai",
+        "model": model,
+        "mode": "chat",
+        "completion_params": {"temperature": 0.1},
+        "prompt_messages": [
+            {"role": "system", "content": "You are terse.", "name": "", "tool_calls": None, "tool_call_id": ""},
+            {"role": "user", "content": "Hello?", "name": "", "tool_calls": None, "tool_call_id": ""},
+        ],
+        "tools": None,
+        "stop": None,
+        "stream": stream,
+    }
+    body.update(fields)
+    return body
+
+
+def post_stream(
+    base_url: str, path: str, body: dict[str, Any], kind: str = "llm", key: str = TEST_KEY, timeout: float = 30
+) -> StreamReply:
+    response = httpx.post(f"{base_url}{path}", json=body, headers={"X-Inner-Api-Key": key}, timeout=timeout)
+    outcome = read_stream_reply(response.status_code, response.content, kind)
+    return StreamReply(response.status_code, response.headers.get("content-type", ""), response.content, outcome)
