@@ -1,8 +1,8 @@
 """Token prices from litellm's bundled model map, read without importing litellm.
 
 Dify expresses a price as ``unit_price`` per ``price_unit`` tokens; the gateway uses a
-price unit of 0.000001 (prices per million tokens), as Dify's model providers do, and
-rounds computed prices to 7 decimal places like Dify.
+price unit of 0.000001 (prices per million tokens), as Dify's model providers do. Prices
+are exact decimals, not rounded: a one-token call still shows its real cost.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import orjson
 
 PRICE_UNIT = Decimal("0.000001")
 _PER_MILLION = Decimal(1_000_000)
-_QUANTUM = Decimal("0.0000001")
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 
 
@@ -45,7 +44,7 @@ def decimal_str(value: Decimal) -> str:
 def price(tokens: int, per_token: Decimal) -> tuple[str, str, str]:
     """(unit_price, price_unit, price) strings for ``tokens`` at ``per_token``."""
     unit_price = per_token * _PER_MILLION
-    total = (Decimal(tokens) * unit_price * PRICE_UNIT).quantize(_QUANTUM, rounding=ROUND_HALF_UP)
+    total = Decimal(tokens) * unit_price * PRICE_UNIT
     return decimal_str(unit_price), decimal_str(PRICE_UNIT), decimal_str(total)
 
 

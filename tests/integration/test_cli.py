@@ -1,0 +1,126 @@
+"""The ``dify-gateway`` command as a user runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+CLOSED_PROXY = "http://127.0.0.1:9"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
+    env.update({"HTTP_PROXY": CLOSED_PROXY, "HTTPS_PROXY": CLOSED_PROXY, "NO_PROXY": "127.0.0.1,localhost"})
+    env.update(extra)
+    return env
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_serve_becomes_ready_fast_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "routes:\n  - match: {type: llm}\n    targets: [{model: 'openai/{model}', api_base: 'http://127.0.0.1:9/v1'}]\n"
+    )
+    port = free_port()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)),
+        env=offline_env(DIFY_INNER_API_KEY="k"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready_after = None
+        while time.monotonic() - started < 20:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    ready_after = time.monotonic() - started
+                    break
+            except httpx.TransportError:
+                time.sleep(0.02)
+        assert ready_after is not None, "the gateway never became ready"
+        # Generous bound for a loaded CI machine; the README states the measured figure.
+        assert ready_after < 5.0
+        assert rss_mb(process.pid) > 0
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+        # uvicorn finishes its shutdown, then re-raises the signal so the parent sees it.
+        assert process.returncode in (0, -signal.SIGTERM), output.decode()
+        assert b"Application shutdown complete" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_serve_without_key_explains_what_to_set() -> None:
+    result = subprocess.run(command("serve"), env=offline_env(), capture_output=True, timeout=30)
+    assert result.returncode == 2
+    assert b"no inner API key: set DIFY_INNER_API_KEY" in result.stderr
+
+
+def test_check_config_prints_the_route_table_without_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "routes:\n  - name: chat\n    match: {type: llm, provider: openai, model: 'gpt-*'}\n"
+        "    targets: [{model: 'openai/{model}', api_key: os.environ/OPENAI_KEY}]\n"
+    )
+    result = subprocess.run(
+        command("check-config", "--config", str(config)),
+        env=offline_env(OPENAI_KEY="sk-very-secret", DIFY_INNER_API_KEY="inner-secret"),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"sk-very-secret" not in result.stdout and b"inner-secret" not in result.stdout
+    report = orjson.loads(result.stdout)
+    assert report["inner_api_key"] == "<set>"
+    assert report["routes"] == [
+        {
+            "route": "chat",
+            "types": ["llm"],
+            "provider": "openai",
+            "model": "gpt-*",
+            "tenants": None,
+            "targets": [{"model": "openai/{model}", "weight": 1.0, "api_key": "<set>"}],
+        }
+    ]
+
+
+@pytest.mark.parametrize("subcommand", ["serve", "check-config"])
+def test_invalid_config_fails_with_file_and_key(tmp_path: Path, subcommand: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("routes:\n  - match: {type: llm}\n    targets: [{model: m, wieght: 2}]\n")
+    result = subprocess.run(
+        command(subcommand, "--config", str(config)), env=offline_env(), capture_output=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert f"{config}: invalid configuration".encode() in result.stderr
+    assert b"routes[0].targets[0].wieght: Extra inputs are not permitted" in result.stderr
+    assert b"Traceback" not in result.stderr
