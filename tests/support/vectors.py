@@ -1,8 +1,10 @@
-"""The protocol test vectors shipped beside the repository (shared/spec/vectors).
+"""The protocol test vectors.
 
-Layout (locally and in CI): <root>/main is this repository, <root>/shared/spec/vectors the vectors.
-A missing directory is an error, never a skip: tests that silently stop checking the protocol are worse
-than failing ones.
+The source of truth is the specification's vector directory beside the repository
+(``../shared/spec/vectors``) when it is there; a clone on its own uses the copy in
+``tests/vectors`` (``test_vendored_vectors_match_the_spec`` keeps the two identical).
+A missing directory is an error, never a skip: tests that silently stop checking the
+protocol are worse than failing ones.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-VECTORS_DIR = Path(__file__).resolve().parents[3] / "shared" / "spec" / "vectors"
+SPEC_VECTORS_DIR = Path(__file__).resolve().parents[3] / "shared" / "spec" / "vectors"
+VENDORED_VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
+VECTORS_DIR = SPEC_VECTORS_DIR if SPEC_VECTORS_DIR.is_dir() else VENDORED_VECTORS_DIR
 
 
 def _require_dir() -> Path:

@@ -700,3 +700,13 @@ def test_unary_html_body_is_a_syntax_error() -> None:
 def test_unary_reads_only_the_first_json_value() -> None:
     assert read_unary_reply(b'{"data": {"result": true}} garbage {', "moderation") == ({"result": True}, None)
     assert read_unary_reply(b'{"data": {"result": true}}', "summary") == ({"summary": ""}, None)
+
+
+def test_vendored_vectors_match_the_spec() -> None:
+    from tests.support.vectors import SPEC_VECTORS_DIR, VENDORED_VECTORS_DIR
+
+    vendored = {p.name: p.read_bytes() for p in VENDORED_VECTORS_DIR.glob("*.json")}
+    assert len(vendored) >= 18
+    if SPEC_VECTORS_DIR.is_dir():
+        spec = {p.name: p.read_bytes() for p in SPEC_VECTORS_DIR.glob("*.json")}
+        assert vendored == spec, "tests/vectors is stale: copy ../shared/spec/vectors/*.json into it"
