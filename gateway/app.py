@@ -1,7 +1,7 @@
 """The ASGI application: a path table, the handlers, and the lifespan.
 
 Invoke paths go through a plain dict dispatch rather than a framework router: these are
-the hot paths, and every layer there costs latency at load (see README, Performance).
+the hot paths, and every framework layer there costs measurable latency under load.
 A path prefix in the daemon's DIFY_INNER_API_URL is allowed: everything from
 ``/inner/api/`` on is what selects the handler.
 """
