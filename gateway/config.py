@@ -14,21 +14,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-MODEL_TYPES = (
-    "llm",
-    "text-embedding",
-    "multimodal-embedding",
-    "rerank",
-    "multimodal-rerank",
-    "tts",
-    "speech2text",
-    "moderation",
-)
 ModelType = Literal[
     "llm",
     "text-embedding",
@@ -39,6 +29,7 @@ ModelType = Literal[
     "speech2text",
     "moderation",
 ]
+MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 
 CONFIG_ENV = "DIFY_GATEWAY_CONFIG"
 INNER_API_KEY_ENV = "DIFY_INNER_API_KEY"
