@@ -1,0 +1,48 @@
+"""Start-up time and RSS of `dify-gateway serve`: embedded defaults, and with an LLM route.
+
+Run: .venv/bin/python bench/startup.py   (uses port 18777; no network needed)
+"""
+
+import subprocess, time, sys, os, httpx
+
+
+def rss(pid):
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmRSS"):
+            return int(l.split()[1]) / 1024
+
+
+def run(args, label, wait_after=0.0):
+    env = dict(os.environ, DIFY_INNER_API_KEY="k", HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    t = time.monotonic()
+    p = subprocess.Popen(
+        ["dify-gateway", "serve", "--host", "127.0.0.1", "--port", "18777", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while True:
+        try:
+            if httpx.get("http://127.0.0.1:18777/readyz", timeout=0.5).status_code == 200:
+                break
+        except Exception:
+            time.sleep(0.01)
+    ready = time.monotonic() - t
+    r0 = rss(p.pid)
+    time.sleep(wait_after)
+    r1 = rss(p.pid)
+    p.terminate()
+    p.wait()
+    print(f"{label}: ready in {ready:.2f} s, RSS at ready {r0:.0f} MB, RSS after {wait_after:.0f} s {r1:.0f} MB")
+
+
+import tempfile
+
+route_file = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False).name
+open(route_file, "w").write(
+    "routes:\n  - match: {type: llm}\n    targets: [{model: 'openai/{model}', api_base: 'http://127.0.0.1:9/v1'}]\n"
+)
+for i in range(3):
+    run([], "embedded defaults", 1)
+for i in range(2):
+    run(["--config", route_file], "with an llm route (litellm imported in the background)", 10)
