@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway.routing import Target
 
@@ -80,3 +80,135 @@ class ChatAdapter(Protocol):
         Raises ``UpstreamError`` (before or during iteration) for backend failures.
         """
         ...
+
+
+# --- embeddings and rerank -----------------------------------------------------------------
+
+InputType = Literal["query", "document"]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInput:
+    """One text or file input (multimodal embedding and rerank); files are base64 text."""
+
+    kind: Literal["text", "image", "audio", "video", "document"]
+    content: str
+
+    @classmethod
+    def text(cls, content: str) -> MediaInput:
+        return cls("text", content)
+
+
+@dataclass(slots=True)
+class EmbeddingCall:
+    """At most one provider batch: the caller splits large requests."""
+
+    target: Target
+    context: UpstreamContext
+    inputs: list[MediaInput]
+    input_type: InputType
+    timeout_s: float = 230.0
+
+
+@dataclass(slots=True)
+class EmbeddingOutput:
+    vectors: list[list[float]]  # one per input, in input order
+    tokens: int | None  # as the backend reported them; None when it did not say
+
+
+class EmbeddingAdapter(Protocol):
+    async def embed(self, call: EmbeddingCall) -> EmbeddingOutput:
+        """Raises ``UpstreamError`` for backend failures, ``BadRequest`` for inputs it cannot embed."""
+        ...
+
+
+@dataclass(slots=True)
+class RerankCall:
+    target: Target
+    context: UpstreamContext
+    query: MediaInput
+    docs: list[MediaInput]
+    top_n: int | None  # a hint the backend may use; the caller still sorts and cuts
+    timeout_s: float = 230.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredDoc:
+    index: int  # position in ``RerankCall.docs``
+    score: float
+
+
+@dataclass(slots=True)
+class RerankOutput:
+    scores: list[ScoredDoc]  # any order; docs the backend left out are simply absent
+    tokens: int | None = None
+
+
+class RerankAdapter(Protocol):
+    async def rerank(self, call: RerankCall) -> RerankOutput: ...
+
+
+# --- audio ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SpeechCall:
+    """Synthesise one piece of text (the caller splits long text at sentence boundaries)."""
+
+    target: Target
+    context: UpstreamContext
+    text: str
+    voice: str
+    timeout_s: float = 230.0
+
+
+@dataclass(slots=True)
+class SpeechOutput:
+    audio: bytes  # a self-contained file (pieces are concatenated, so MP3 is preferred)
+    mime_type: str
+
+
+class SpeechAdapter(Protocol):
+    async def speak(self, call: SpeechCall) -> SpeechOutput: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    extension: str  # "mp3", "wav", "ogg", "flac", "webm", "m4a"
+    mime_type: str
+
+
+@dataclass(slots=True)
+class TranscriptionCall:
+    target: Target
+    context: UpstreamContext
+    audio: bytes
+    format: AudioFormat
+    timeout_s: float = 230.0
+
+
+class TranscriptionAdapter(Protocol):
+    async def transcribe(self, call: TranscriptionCall) -> str:
+        """The transcript; ``BadRequest`` when the audio cannot be decoded."""
+        ...
+
+
+# --- moderation ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ModerationCall:
+    target: Target
+    context: UpstreamContext
+    text: str
+    timeout_s: float = 230.0
+
+
+@dataclass(slots=True)
+class ModerationOutput:
+    flagged: bool
+    categories: list[str] = field(default_factory=list)  # names of the flagged categories
+
+
+class ModerationAdapter(Protocol):
+    async def moderate(self, call: ModerationCall) -> ModerationOutput: ...

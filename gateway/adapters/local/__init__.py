@@ -1,0 +1,1 @@
+"""Embedded models: keyless, offline backends for every non-LLM model type."""
