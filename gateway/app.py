@@ -12,36 +12,59 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.litellm_loader import load_litellm
-from gateway.adapters.registry import LOCAL_PREFIX, Backends
+from gateway.adapters.local.catalog import is_local
+from gateway.adapters.registry import Backends
 from gateway.config import GatewayConfig
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NoRoute, NotFound, UpstreamError
+from gateway.forward import DifyForwarder
 from gateway.http import (
     JSON_MEDIA_TYPE,
     check_inner_api_key,
+    envelope_response,
     error_response,
     internal_error_response,
     parse_json_object,
     parse_model,
     read_body,
     stream_response,
+    unary_error_response,
 )
+from gateway.invoke.embedding import EmbeddingService
 from gateway.invoke.llm import LLMService
+from gateway.invoke.moderation import ModerationService
+from gateway.invoke.rerank import RerankService
+from gateway.invoke.speech2text import Speech2TextService
+from gateway.invoke.summary import SummaryService
+from gateway.invoke.tts import TTSService
 from gateway.pricing import ModelMap
-from gateway.protocol.requests import LLMInvokeRequest, StructuredOutputInvokeRequest
+from gateway.protocol.requests import (
+    LLMInvokeRequest,
+    ModerationInvokeRequest,
+    MultimodalEmbeddingInvokeRequest,
+    MultimodalRerankInvokeRequest,
+    RerankInvokeRequest,
+    Speech2TextInvokeRequest,
+    StructuredOutputInvokeRequest,
+    SummaryInvokeRequest,
+    TextEmbeddingInvokeRequest,
+    TTSInvokeRequest,
+)
 from gateway.redaction import Redactor
 from gateway.routing import RouteTable
 
 log = logging.getLogger("dify_gateway")
 
 Handler = Callable[[Request], Awaitable[Response]]
+M = TypeVar("M", bound=BaseModel)
 INNER_PREFIX = "/inner/api/"
 
 
@@ -56,6 +79,17 @@ class Gateway:
         self.backends = backends or Backends()
         self.model_map = ModelMap()
         self.llm = LLMService(self.routes, self.backends, self.model_map)
+        self.embedding = EmbeddingService(self.routes, self.backends, self.model_map)
+        self.rerank = RerankService(self.routes, self.backends)
+        self.tts = TTSService(self.routes, self.backends)
+        self.speech2text = Speech2TextService(self.routes, self.backends)
+        self.moderation = ModerationService(self.routes, self.backends)
+        self.summary = (
+            SummaryService(config.summary_model, config.summary_concurrency, self.backends, self.model_map)
+            if config.summary_model is not None
+            else None
+        )
+        self.forwarder = DifyForwarder(config.dify.api_url, self.backends.http) if config.dify.api_url else None
         self.redactor = Redactor(config.secrets())
         self.started_at = time.time()
         self.ready = False
@@ -65,6 +99,14 @@ class Gateway:
         self.invoke_paths: dict[str, Handler] = {
             "invoke/llm": self.invoke_llm,
             "invoke/llm/structured-output": self.invoke_structured_output,
+            "invoke/text-embedding": self.invoke_text_embedding,
+            "invoke/multimodal-embedding": self.invoke_multimodal_embedding,
+            "invoke/rerank": self.invoke_rerank,
+            "invoke/multimodal-rerank": self.invoke_multimodal_rerank,
+            "invoke/tts": self.invoke_tts,
+            "invoke/speech2text": self.invoke_speech2text,
+            "invoke/moderation": self.invoke_moderation,
+            "invoke/summary": self.invoke_summary,
         }
         self.plain_paths: dict[str, Handler] = {
             "/healthz": self.healthz,
@@ -121,16 +163,37 @@ class Gateway:
                 return
 
     def startup(self) -> None:
-        """Become ready at once; import litellm in the background if a route needs it."""
+        """Import litellm in the background if a route needs it; load the embedded models.
+
+        Readiness waits for the embedded models (a first call would otherwise pay their
+        load time), not for litellm (its first call waits for the import instead).
+        """
+        loop = asyncio.get_running_loop()
         if self._needs_litellm():
-            self._warmups.append(asyncio.get_running_loop().create_task(load_litellm()))
-        self.ready = True
+            self._warmups.append(loop.create_task(load_litellm()))
+        local = sorted({t.model for r in self.config.routes for t in r.targets if is_local(t.model)})
+        if local and self.config.server.preload_local_models:
+            self._warmups.append(loop.create_task(self._preload(local)))
+        else:
+            self.ready = True
+
+    async def _preload(self, names: list[str]) -> None:
+        started = time.monotonic()
+        try:
+            await self.backends.preload_local(names)
+            log.info("embedded models ready in %.2f s: %s", time.monotonic() - started, ", ".join(names))
+        except GatewayError as exc:
+            log.warning("embedded models not loaded, calls routed to them will fail: %s", exc.message)
+        except Exception:
+            log.exception("loading the embedded models failed")
+        finally:
+            self.ready = True
 
     def _needs_litellm(self) -> bool:
         targets = [t for r in self.config.routes for t in r.targets]
         if self.config.summary_model is not None:
             targets.append(self.config.summary_model)
-        return any(not t.model.startswith(LOCAL_PREFIX) for t in targets)
+        return any(not is_local(t.model) for t in targets)
 
     # --- handlers ---------------------------------------------------------------------
 
@@ -145,13 +208,63 @@ class Gateway:
         invocation = parse_model(StructuredOutputInvokeRequest, await self._body(request))
         return await stream_response(self.llm.frames(invocation), self.redactor)
 
+    async def _unary(self, request: Request, model: type[M], run: Callable[[M], Awaitable[Any]]) -> Response:
+        """Parse, run, and answer with an envelope; backend failures stay HTTP 200 (as Dify)."""
+        invocation = parse_model(model, await self._body(request))
+        return await self._run_unary(request, lambda: run(invocation))
+
+    async def invoke_text_embedding(self, request: Request) -> Response:
+        return await self._unary(request, TextEmbeddingInvokeRequest, self.embedding.embed)
+
+    async def invoke_multimodal_embedding(self, request: Request) -> Response:
+        return await self._unary(request, MultimodalEmbeddingInvokeRequest, self.embedding.embed)
+
+    async def invoke_rerank(self, request: Request) -> Response:
+        return await self._unary(request, RerankInvokeRequest, self.rerank.rerank)
+
+    async def invoke_multimodal_rerank(self, request: Request) -> Response:
+        return await self._unary(request, MultimodalRerankInvokeRequest, self.rerank.rerank)
+
+    async def invoke_speech2text(self, request: Request) -> Response:
+        return await self._unary(request, Speech2TextInvokeRequest, self.speech2text.transcribe)
+
+    async def invoke_moderation(self, request: Request) -> Response:
+        return await self._unary(request, ModerationInvokeRequest, self.moderation.moderate)
+
+    async def invoke_tts(self, request: Request) -> Response:
+        invocation = parse_model(TTSInvokeRequest, await self._body(request))
+        return await stream_response(self.tts.frames(invocation), self.redactor, upstream_errors_in_stream=True)
+
+    async def invoke_summary(self, request: Request) -> Response:
+        body = await read_body(request, self._max_body)
+        invocation = parse_model(SummaryInvokeRequest, parse_json_object(body))
+        if self.summary is not None:
+            summary = self.summary
+            return await self._run_unary(request, lambda: summary.summarize(invocation))
+        if self.forwarder is not None:
+            return await self.forwarder.forward(request, body)
+        raise NoRoute(
+            "no summary model configured: set summary_model to an LLM target, "
+            "or dify.api_url to let Dify summarise"
+        )
+
+    async def _run_unary(self, request: Request, run: Callable[[], Awaitable[Any]]) -> Response:
+        try:
+            return envelope_response(await run())
+        except UpstreamError as exc:
+            log.warning("%s failed: %s", request.scope["path"], self.redactor(exc.message))
+            return unary_error_response(exc, self.redactor)
+
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON_MEDIA_TYPE)
 
     async def readyz(self, request: Request) -> Response:
         if not self.ready:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON_MEDIA_TYPE)
-        body = {"status": "ready", "uptime_s": round(time.time() - self.started_at, 3)}
+        body: dict[str, Any] = {"status": "ready", "uptime_s": round(time.time() - self.started_at, 3)}
+        models = self.backends.local_status()
+        if models:
+            body["embedded_models"] = models
         return Response(orjson.dumps(body), media_type=JSON_MEDIA_TYPE)
 
 

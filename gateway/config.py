@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from gateway.adapters.local.catalog import LOCAL_MODELS, is_local
 
 ModelType = Literal[
     "llm",
@@ -50,6 +52,9 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    # Load the embedded models the routes use at start-up (readiness waits for them);
+    # false loads each on its first call instead.
+    preload_local_models: bool = True
 
 
 class DifyConfig(_Strict):
@@ -85,6 +90,10 @@ class TargetConfig(_Strict):
     # Prices per token (litellm names); override litellm's bundled model map.
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
+    # Embeddings: the most inputs per upstream call (default: the provider's known limit).
+    max_batch_size: int | None = Field(default=None, ge=1)
+    # Summary: the model's context window in tokens (default: litellm's model map, else 2048).
+    context_tokens: int | None = Field(default=None, ge=256)
     # Completion params applied under the request's own (the request wins).
     params: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -115,6 +124,20 @@ class RouteConfig(_Strict):
     targets: list[TargetConfig] = Field(min_length=1)
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
+    @model_validator(mode="after")
+    def _local_targets_serve_the_types(self) -> RouteConfig:
+        for target in self.targets:
+            if not is_local(target.model):
+                continue
+            for model_type in self.match.types:
+                served = LOCAL_MODELS.get(model_type, ())
+                if target.model not in served:
+                    choices = ", ".join(served) or "none (route this type to a backend)"
+                    raise ValueError(
+                        f"embedded model {target.model!r} cannot serve {model_type}; embedded models for it: {choices}"
+                    )
+        return self
+
 
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -122,6 +145,8 @@ class GatewayConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
     summary_model: TargetConfig | None = None
+    # How many pieces of a long text are summarised at once.
+    summary_concurrency: int = Field(default=4, ge=1, le=64)
     # Where this configuration came from, for messages ("<embedded defaults>" without a file).
     source: str = "<embedded defaults>"
 
@@ -134,10 +159,25 @@ class GatewayConfig(_Strict):
             raise ValueError(f"route names must be unique, repeated: {', '.join(dupes)}")
         return routes
 
+    @field_validator("summary_model")
+    @classmethod
+    def _summary_model_is_remote(cls, target: TargetConfig | None) -> TargetConfig | None:
+        if target is not None and is_local(target.model):
+            raise ValueError(f"{target.model!r}: the summary needs an LLM backend; there is no embedded LLM")
+        return target
+
     def secrets(self) -> list[str]:
         """Every secret value in the configuration, for redaction of messages."""
         found = [s.get_secret_value() for s in _walk_secrets(self)]
         return [s for s in found if len(s) >= 4]
+
+
+def default_routes() -> list[dict[str, Any]]:
+    """Used when the configuration has no ``routes`` key: embedded models for every non-LLM type."""
+    return [
+        {"name": f"local-{model_type}", "match": {"type": model_type}, "targets": [{"model": models[0]}]}
+        for model_type, models in LOCAL_MODELS.items()
+    ]
 
 
 def _walk_secrets(node: Any) -> list[SecretStr]:
@@ -203,6 +243,8 @@ def parse_config(raw: Any, source: str, env: dict[str, str] | None = None) -> Ga
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     resolved.pop("source", None)
+    if "routes" not in resolved:
+        resolved["routes"] = default_routes()
     try:
         config = GatewayConfig.model_validate({**resolved, "source": source})
     except ValidationError as exc:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized, UpstreamError
 from gateway.protocol.envelope import error_body, error_frame, ok_body
 
 log = logging.getLogger("dify_gateway")
@@ -72,6 +72,13 @@ def envelope_response(data: Any) -> Response:
     return Response(ok_body(data), media_type=JSON_MEDIA_TYPE)
 
 
+def unary_error_response(exc: GatewayError, redact: Callable[[str], str]) -> Response:
+    """A unary failure: the daemon reads only the envelope, so backend errors keep HTTP 200
+    (as Dify answers); request errors keep their status for other clients."""
+    status = 200 if isinstance(exc, UpstreamError) else exc.status
+    return Response(error_body(redact(exc.message)), status_code=status, media_type=JSON_MEDIA_TYPE)
+
+
 def error_response(exc: GatewayError, status: int | None = None) -> Response:
     return Response(error_body(exc.message), status_code=status or exc.status, media_type=JSON_MEDIA_TYPE)
 
@@ -80,14 +87,29 @@ def internal_error_response() -> Response:
     return Response(error_body(INTERNAL_ERROR), status_code=500, media_type=JSON_MEDIA_TYPE)
 
 
-async def stream_response(frames: AsyncIterator[bytes], redact: Callable[[str], str]) -> Response:
+async def stream_response(
+    frames: AsyncIterator[bytes], redact: Callable[[str], str], upstream_errors_in_stream: bool = False
+) -> Response:
     """A framed stream whose first frame is awaited before the status is sent.
 
-    Errors before the first frame propagate (the caller answers non-200); errors after it
-    become one final error frame, because the status can no longer change.
+    Errors before the first frame propagate (the caller answers non-200) unless
+    ``upstream_errors_in_stream`` is set: then a backend failure becomes a 200 stream of one
+    error frame, as Dify answers TTS. Errors after the first frame always become one final
+    error frame, because the status can no longer change.
     """
-    first = await anext(frames)  # StopAsyncIteration cannot happen: every reply has a final frame
+    try:
+        first = await anext(frames)  # StopAsyncIteration cannot happen: every reply has a frame
+    except UpstreamError as exc:
+        if not upstream_errors_in_stream:
+            raise
+        message = redact(exc.message)
+        log.warning("stream failed before it started: %s", message)
+        return StreamingResponse(_one(error_frame(message)), media_type=STREAM_MEDIA_TYPE)
     return StreamingResponse(_continue(first, frames, redact), media_type=STREAM_MEDIA_TYPE)
+
+
+async def _one(frame: bytes) -> AsyncIterator[bytes]:
+    yield frame
 
 
 async def _continue(first: bytes, frames: AsyncIterator[bytes], redact: Callable[[str], str]) -> AsyncIterator[bytes]:

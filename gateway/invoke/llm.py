@@ -5,32 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, UpstreamContext
 from gateway.adapters.registry import Backends
-from gateway.errors import NoRoute, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.invoke import chat_request
+from gateway.invoke.common import resolve, target_prices
 from gateway.invoke.llm_reply import ChunkWriter, ToolCallAssembler, estimate_tokens, llm_usage
 from gateway.invoke.structured import apply_schema, parse_object, use_native
-from gateway.pricing import ModelMap, Prices
+from gateway.pricing import ModelMap
 from gateway.protocol.requests import LLMInvokeRequest, StructuredOutputInvokeRequest
 from gateway.routing import Resolution, RouteTable, Target
-
-
-def target_prices(target: Target, model_map: ModelMap) -> Prices | None:
-    cfg = target.config
-    known = model_map.lookup(target.model).prices
-    if cfg.input_cost_per_token is None and cfg.output_cost_per_token is None:
-        return known
-    return Prices(
-        input_per_token=Decimal(str(cfg.input_cost_per_token))
-        if cfg.input_cost_per_token is not None
-        else (known.input_per_token if known else Decimal(0)),
-        output_per_token=Decimal(str(cfg.output_cost_per_token))
-        if cfg.output_cost_per_token is not None
-        else (known.output_per_token if known else Decimal(0)),
-    )
 
 
 class LLMService:
@@ -40,13 +25,7 @@ class LLMService:
         self._model_map = model_map
 
     def _resolve(self, request: LLMInvokeRequest) -> Resolution:
-        resolution = self._routes.resolve("llm", request.provider, request.model, request.tenant_id)
-        if resolution is None:
-            raise NoRoute(
-                f"no route for llm provider {request.provider!r} model {request.model!r}: "
-                "add a route for it to the gateway configuration"
-            )
-        return resolution
+        return resolve(self._routes, "llm", request.provider, request.model, request.tenant_id)
 
     def _call(self, request: LLMInvokeRequest, resolution: Resolution, target: Target) -> ChatCall:
         context = UpstreamContext(route=resolution.route_label, provider=request.provider, model=request.model)

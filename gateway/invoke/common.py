@@ -1,0 +1,57 @@
+"""Steps every invocation shares: resolve a route, name the call, bound it in time, price it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from decimal import Decimal
+from typing import TypeVar
+
+from gateway.adapters.base import UpstreamContext
+from gateway.errors import NoRoute, UpstreamTimeout
+from gateway.pricing import ModelMap, Prices
+from gateway.routing import Resolution, RouteTable, Target
+
+T = TypeVar("T")
+
+
+def resolve(routes: RouteTable, model_type: str, provider: str, model: str, tenant: str) -> Resolution:
+    resolution = routes.resolve(model_type, provider, model, tenant)
+    if resolution is None:
+        raise NoRoute(
+            f"no route for {model_type} provider {provider!r} model {model!r}: "
+            "add a route for it to the gateway configuration"
+        )
+    return resolution
+
+
+def upstream_context(resolution: Resolution, provider: str, model: str) -> UpstreamContext:
+    return UpstreamContext(route=resolution.route_label, provider=provider, model=model)
+
+
+def timeout_for(resolution: Resolution, target: Target) -> float:
+    return target.config.timeout_s or resolution.route.timeouts.total_s
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float, where: str) -> T:
+    """``awaitable``'s result, or ``UpstreamTimeout`` once ``timeout_s`` has passed."""
+    try:
+        return await asyncio.wait_for(awaitable, max(timeout_s, 0.001))
+    except TimeoutError:
+        raise UpstreamTimeout(f"upstream did not answer within {timeout_s:g} s ({where})") from None
+
+
+def target_prices(target: Target, model_map: ModelMap) -> Prices | None:
+    """Per-token prices: the target's configured ones over litellm's model map."""
+    cfg = target.config
+    known = model_map.lookup(target.model).prices
+    if cfg.input_cost_per_token is None and cfg.output_cost_per_token is None:
+        return known
+    return Prices(
+        input_per_token=Decimal(str(cfg.input_cost_per_token))
+        if cfg.input_cost_per_token is not None
+        else (known.input_per_token if known else Decimal(0)),
+        output_per_token=Decimal(str(cfg.output_cost_per_token))
+        if cfg.output_cost_per_token is not None
+        else (known.output_per_token if known else Decimal(0)),
+    )

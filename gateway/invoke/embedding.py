@@ -1,0 +1,121 @@
+"""``/invoke/text-embedding`` and ``/invoke/multimodal-embedding``: batch, call, assemble."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, InputType, MediaInput, UpstreamContext
+from gateway.adapters.registry import Backends
+from gateway.errors import UpstreamUnavailable
+from gateway.invoke.common import resolve, target_prices, timeout_for, upstream_context, within
+from gateway.invoke.llm_reply import estimate_tokens
+from gateway.pricing import ModelMap, price
+from gateway.protocol.requests import MultimodalEmbeddingInvokeRequest, TextEmbeddingInvokeRequest
+from gateway.protocol.results import EmbeddingResultDict, EmbeddingUsageDict
+from gateway.routing import RouteTable, Target
+
+# Most inputs one upstream call may carry, by litellm provider prefix (documented limits).
+_BATCH_LIMITS: dict[str, int] = {
+    "openai/": 2048,
+    "azure/": 2048,
+    "text-embedding-": 2048,  # bare OpenAI model names
+    "cohere/": 96,
+    "voyage/": 128,
+    "gemini/": 100,
+    "vertex_ai/": 250,
+    "mistral/": 512,
+    "jina_ai/": 2048,
+    "tei/": 32,  # text-embeddings-inference's default max_client_batch_size
+    "local/": 64,  # small slices keep the embedded model's queue fair between requests
+}
+_DEFAULT_BATCH = 256
+# Batches of one request that may be in flight upstream at once.
+_PARALLEL_BATCHES = 4
+
+
+def batch_size(target: Target) -> int:
+    if target.config.max_batch_size:
+        return target.config.max_batch_size
+    for prefix, limit in _BATCH_LIMITS.items():
+        if target.model.startswith(prefix):
+            return limit
+    return _DEFAULT_BATCH
+
+
+def embedding_usage(tokens: int, target: Target, model_map: ModelMap, latency: float) -> EmbeddingUsageDict:
+    prices = target_prices(target, model_map)
+    unit_price, price_unit, total = price(tokens, prices.input_per_token if prices else Decimal(0))
+    return {
+        "tokens": tokens,
+        "total_tokens": tokens,
+        "unit_price": unit_price,
+        "price_unit": price_unit,
+        "total_price": total,
+        "currency": prices.currency if prices else "USD",
+        "latency": round(latency, 6),
+    }
+
+
+class EmbeddingService:
+    def __init__(self, routes: RouteTable, backends: Backends, model_map: ModelMap) -> None:
+        self._routes = routes
+        self._backends = backends
+        self._model_map = model_map
+
+    async def embed(
+        self, request: TextEmbeddingInvokeRequest | MultimodalEmbeddingInvokeRequest
+    ) -> EmbeddingResultDict:
+        started = time.monotonic()
+        if isinstance(request, TextEmbeddingInvokeRequest):
+            model_type, inputs = "text-embedding", [MediaInput.text(t) for t in request.texts]
+        else:
+            model_type = "multimodal-embedding"
+            inputs = [MediaInput(d.content_type, d.content) for d in request.documents]
+        resolution = resolve(self._routes, model_type, request.provider, request.model, request.tenant_id)
+        target = resolution.pick()
+        context = upstream_context(resolution, request.provider, request.model)
+        where = context.describe(target)
+        timeout_s = timeout_for(resolution, target)
+        vectors, tokens = await self._embed_all(target, inputs, request.input_type, context, timeout_s, where)
+        if tokens is None:
+            tokens = sum(estimate_tokens(len(i.content)) for i in inputs if i.kind == "text")
+        usage = embedding_usage(tokens, target, self._model_map, time.monotonic() - started)
+        return {"model": request.model, "embeddings": vectors, "usage": usage}
+
+    async def _embed_all(
+        self,
+        target: Target,
+        inputs: list[MediaInput],
+        input_type: InputType,
+        context: UpstreamContext,
+        timeout_s: float,
+        where: str,
+    ) -> tuple[list[list[float]], int | None]:
+        """Vectors in input order, and the tokens the backend reported (None if any batch did not)."""
+        if not inputs:
+            return [], 0
+        adapter = self._backends.embedding(target)
+        size = batch_size(target)
+        batches = [inputs[i : i + size] for i in range(0, len(inputs), size)]
+        gate = asyncio.Semaphore(_PARALLEL_BATCHES)
+
+        async def one(batch: list[MediaInput]) -> EmbeddingOutput:
+            async with gate:
+                call = EmbeddingCall(target, context, batch, input_type, timeout_s)
+                out = await adapter.embed(call)
+            if len(out.vectors) != len(batch):
+                raise UpstreamUnavailable(
+                    f"upstream returned {len(out.vectors)} embeddings for {len(batch)} inputs ({where})"
+                )
+            return out
+
+        outputs = await within(asyncio.gather(*(one(b) for b in batches)), timeout_s, where)
+        vectors = [v for out in outputs for v in out.vectors]
+        dims = {len(v) for v in vectors}
+        if len(dims) > 1 or 0 in dims:
+            raise UpstreamUnavailable(f"upstream returned vectors of unequal or zero length {sorted(dims)} ({where})")
+        reported = [out.tokens for out in outputs]
+        tokens = None if any(t is None for t in reported) else sum(t for t in reported if t is not None)
+        return vectors, tokens

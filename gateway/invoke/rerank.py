@@ -1,0 +1,59 @@
+"""``/invoke/rerank`` and ``/invoke/multimodal-rerank``: score, then sort, filter and cut.
+
+Semantics (spec 3.4, 3.6): docs sorted by score, best first (equal scores keep request
+order); ``index`` is the position in the request; ``score_threshold`` keeps docs scoring at
+least that much; ``top_n`` keeps at most that many. ``0`` (or null) means unset for both,
+as the daemon turns an omitted value into 0.
+"""
+
+from __future__ import annotations
+
+from gateway.adapters.base import MediaInput, RerankCall, ScoredDoc
+from gateway.adapters.registry import Backends
+from gateway.errors import UpstreamUnavailable
+from gateway.invoke.common import resolve, timeout_for, upstream_context, within
+from gateway.protocol.requests import MultimodalRerankInvokeRequest, RerankInvokeRequest
+from gateway.protocol.results import RerankDocDict, RerankResultDict
+from gateway.routing import RouteTable
+
+
+def rank(
+    scores: list[ScoredDoc], texts: list[str], threshold: float | None, top_n: int | None, where: str
+) -> list[RerankDocDict]:
+    seen: set[int] = set()
+    for doc in scores:
+        if not 0 <= doc.index < len(texts) or doc.index in seen:
+            raise UpstreamUnavailable(f"upstream returned an invalid or repeated document index {doc.index} ({where})")
+        seen.add(doc.index)
+    ordered = sorted(scores, key=lambda d: (-d.score, d.index))
+    if threshold:
+        ordered = [d for d in ordered if d.score >= threshold]
+    if top_n and top_n > 0:
+        ordered = ordered[:top_n]
+    return [{"index": d.index, "text": texts[d.index], "score": d.score} for d in ordered]
+
+
+class RerankService:
+    def __init__(self, routes: RouteTable, backends: Backends) -> None:
+        self._routes = routes
+        self._backends = backends
+
+    async def rerank(self, request: RerankInvokeRequest | MultimodalRerankInvokeRequest) -> RerankResultDict:
+        if isinstance(request, RerankInvokeRequest):
+            model_type, query = "rerank", MediaInput.text(request.query)
+            docs = [MediaInput.text(d) for d in request.docs]
+        else:
+            model_type, query = "multimodal-rerank", MediaInput(request.query.content_type, request.query.content)
+            docs = [MediaInput(d.content_type, d.content) for d in request.docs]
+        resolution = resolve(self._routes, model_type, request.provider, request.model, request.tenant_id)
+        target = resolution.pick()
+        if not docs:
+            return {"model": request.model, "docs": []}
+        context = upstream_context(resolution, request.provider, request.model)
+        where = context.describe(target)
+        timeout_s = timeout_for(resolution, target)
+        top_n = request.top_n if request.top_n and request.top_n > 0 else None
+        call = RerankCall(target, context, query, docs, top_n, timeout_s)
+        output = await within(self._backends.rerank(target).rerank(call), timeout_s, where)
+        texts = [d.content for d in docs]
+        return {"model": request.model, "docs": rank(output.scores, texts, request.score_threshold, top_n, where)}

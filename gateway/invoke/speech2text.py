@@ -1,0 +1,40 @@
+"""``/invoke/speech2text``: hex-decode the upload, sniff its container, transcribe."""
+
+from __future__ import annotations
+
+from gateway.adapters.base import TranscriptionCall
+from gateway.adapters.registry import Backends
+from gateway.audio import MP3, sniff_audio
+from gateway.errors import BadRequest
+from gateway.invoke.common import resolve, timeout_for, upstream_context, within
+from gateway.protocol.requests import Speech2TextInvokeRequest
+from gateway.protocol.results import TextResultDict
+from gateway.routing import RouteTable
+
+
+def decode_hex_audio(text: str) -> bytes:
+    if not text:
+        raise BadRequest("invalid payload: file is empty (expected the audio bytes as a hex string)")
+    if len(text) % 2:
+        raise BadRequest(f"invalid payload: file is not valid hex: odd length {len(text)}")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest("invalid payload: file is not valid hex: it contains a non-hex character") from None
+
+
+class Speech2TextService:
+    def __init__(self, routes: RouteTable, backends: Backends) -> None:
+        self._routes = routes
+        self._backends = backends
+
+    async def transcribe(self, request: Speech2TextInvokeRequest) -> TextResultDict:
+        resolution = resolve(self._routes, "speech2text", request.provider, request.model, request.tenant_id)
+        audio = decode_hex_audio(request.file)
+        target = resolution.pick()
+        context = upstream_context(resolution, request.provider, request.model)
+        timeout_s = timeout_for(resolution, target)
+        # Unrecognised containers go out named .mp3, as Dify names every upload.
+        call = TranscriptionCall(target, context, audio, sniff_audio(audio) or MP3, timeout_s)
+        text = await within(self._backends.transcription(target).transcribe(call), timeout_s, context.describe(target))
+        return {"result": text}

@@ -1,0 +1,127 @@
+"""``/invoke/summary``: Dify's summary algorithm, with the piece summaries run concurrently.
+
+Dify (spec 3.10): text under 0.6 of the model's context comes back unchanged; longer text
+is split on newlines, over-long lines are cut, lines are merged into pieces of at most 0.7
+of the context, each piece is summarised with a fixed system prompt, the summaries are
+joined with newlines, and the whole repeats while the result is still over 0.7 of the
+context. Dify summarises the pieces one after another; here up to ``concurrency`` run at
+once. Tokens are estimated at four characters each (Dify asks the model's tokenizer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.adapters.base import ChatCall, UpstreamContext
+from gateway.adapters.registry import Backends
+from gateway.config import TargetConfig
+from gateway.errors import UpstreamTimeout
+from gateway.invoke.common import within
+from gateway.invoke.llm_reply import estimate_tokens
+from gateway.pricing import ModelMap
+from gateway.protocol.requests import SummaryInvokeRequest
+from gateway.protocol.results import SummaryResultDict
+from gateway.routing import Target
+
+# Dify's prompt, word for word (its models were tuned against it).
+SUMMARY_PROMPT = """You are a professional language researcher, you are interested in the language
+and you can quickly aimed at the main point of an webpage and reproduce it in your own words but
+retain the original meaning and keep the key points.
+however, the text you got is too long, what you got is possible a part of the text.
+Please summarize the text you got.
+
+Here is the extra instruction you need to follow:
+<extra_instruction>
+{instruction}
+</extra_instruction>
+"""
+DEFAULT_CONTEXT_TOKENS = 2048  # Dify's fallback when the model's context size is unknown
+MAX_ROUNDS = 4  # summaries of summaries; a model that does not shorten its input stops here
+_TIMEOUT_S = 230.0
+
+
+def tokens(text: str) -> int:
+    return estimate_tokens(len(text))
+
+
+def split_pieces(text: str, context_tokens: int, system_tokens: int) -> list[str]:
+    """Dify's line cutting and merging, with lines joined by newlines."""
+    slice_chars = max(1, int(context_tokens * 0.5))
+    budget = context_tokens * 0.7
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        if len(line) < slice_chars or system_tokens + tokens(line) <= budget:
+            lines.append(line)
+        else:
+            lines.extend(line[i : i + slice_chars] for i in range(0, len(line), slice_chars))
+    pieces: list[str] = []
+    current = ""
+    for line in lines:
+        candidate = f"{current}\n{line}" if current else line
+        if current and system_tokens + tokens(candidate) > budget:
+            pieces.append(current)
+            current = line
+        else:
+            current = candidate
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+class SummaryService:
+    def __init__(self, target: TargetConfig, concurrency: int, backends: Backends, model_map: ModelMap) -> None:
+        self._target = Target(config=target, model=target.model)
+        self._concurrency = concurrency
+        self._backends = backends
+        self._context_tokens = (
+            target.context_tokens or model_map.lookup(target.model).max_input_tokens or DEFAULT_CONTEXT_TOKENS
+        )
+        self._context = UpstreamContext(route="summary_model", provider="(system)", model=target.model)
+        self._where = self._context.describe(self._target)
+
+    async def summarize(self, request: SummaryInvokeRequest) -> SummaryResultDict:
+        deadline = time.monotonic() + (self._target.config.timeout_s or _TIMEOUT_S)
+        system = SUMMARY_PROMPT.replace("{instruction}", request.instruction)
+        text = request.text
+        if tokens(text) < self._context_tokens * 0.6:
+            return {"summary": text}
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(piece: str) -> str:
+            async with gate:
+                return await self._complete(system, piece, deadline)
+
+        for _ in range(MAX_ROUNDS):
+            pieces = split_pieces(text, self._context_tokens, tokens(system))
+            summaries = await asyncio.gather(*(one(p) for p in pieces))
+            result = "\n".join(s.strip() for s in summaries)
+            if tokens(result) <= self._context_tokens * 0.7 or len(result) >= len(text):
+                return {"summary": result}
+            text = result
+        return {"summary": text}
+
+    async def _complete(self, system: str, piece: str, deadline: float) -> str:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeout(f"the summary did not finish within its deadline ({self._where})")
+        params = {"temperature": 0.8, "top_p": 0.8, **self._target.config.params}
+        call = ChatCall(
+            target=self._target,
+            context=self._context,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": piece}],
+            stream=False,
+            params=params,
+            timeout_s=remaining,
+        )
+
+        async def collect() -> str:
+            events = self._backends.chat(self._target).chat(call)
+            try:
+                return "".join([event.text async for event in events])
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
+
+        return await within(collect(), remaining, self._where)
