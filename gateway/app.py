@@ -27,6 +27,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, NoRoute, NotFound, UpstreamError
 from gateway.forward import DifyForwarder
 from gateway.http import (
+    INNER_PREFIX,
     JSON_MEDIA_TYPE,
     check_inner_api_key,
     envelope_response,
@@ -65,7 +66,6 @@ log = logging.getLogger("dify_gateway")
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
-INNER_PREFIX = "/inner/api/"
 
 
 class Gateway:
@@ -244,8 +244,7 @@ class Gateway:
         if self.forwarder is not None:
             return await self.forwarder.forward(request, body)
         raise NoRoute(
-            "no summary model configured: set summary_model to an LLM target, "
-            "or dify.api_url to let Dify summarise"
+            "no summary model configured: set summary_model to an LLM target, or dify.api_url to let Dify summarise"
         )
 
     async def _run_unary(self, request: Request, run: Callable[[], Awaitable[Any]]) -> Response:

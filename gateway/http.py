@@ -17,6 +17,8 @@ from gateway.protocol.envelope import error_body, error_frame, ok_body
 
 log = logging.getLogger("dify_gateway")
 
+# Everything from here on in a path selects the handler (the daemon's URL may carry a prefix).
+INNER_PREFIX = "/inner/api/"
 STREAM_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 JSON_MEDIA_TYPE = "application/json"
 INTERNAL_ERROR = "internal gateway error; the gateway log has the details"

