@@ -118,6 +118,10 @@ class RouteMatch(_Strict):
         return (self.tenant,) if isinstance(self.tenant, str) else tuple(self.tenant)
 
 
+# Direct HTTP backends have no default address.
+_NEEDS_API_BASE = ("tei/", "xinference/")
+
+
 class RouteConfig(_Strict):
     name: str | None = None
     match: RouteMatch
@@ -127,6 +131,8 @@ class RouteConfig(_Strict):
     @model_validator(mode="after")
     def _local_targets_serve_the_types(self) -> RouteConfig:
         for target in self.targets:
+            if target.model.startswith(_NEEDS_API_BASE) and not target.api_base:
+                raise ValueError(f"target {target.model!r} needs api_base (the server's URL)")
             if not is_local(target.model):
                 continue
             for model_type in self.match.types:

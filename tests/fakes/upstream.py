@@ -174,12 +174,25 @@ class Embeddings:
 
     A ``dimensions`` field in the request overrides ``dims`` (as OpenAI's
     ``text-embedding-3-*`` models honour it).
+
+    The same behaviour answers other vendors' embedding routes, each vector keyed by the
+    text (or image) it embeds: Cohere v2 ``POST /v2/embed`` (``texts`` or ``images``,
+    ``{"embeddings": {"float": [...]}}``), Voyage ``POST /v1/multimodalembeddings`` (one
+    vector per input, keyed by its content parts joined with newlines: the text, the
+    ``image_base64`` or the ``image_url``), Gemini ``POST .../models/M:batchEmbedContents``,
+    Bedrock ``POST /model/M/invoke`` (Titan ``inputText``/``inputImage``, Cohere ``texts``)
+    and Hugging Face text-embeddings-inference ``POST /embed`` (a bare list of vectors; the
+    token count goes into the ``x-compute-tokens`` header as TEI does).
     """
 
     dims: int = 8
     usage_tokens: int | None = None  # None -> whitespace word count, at least 1 per input
     fail: HttpError | None = None  # answer with this error instead
     delay_s: float = 0.0
+    # /v1/embeddings only: list ``data`` items last-first (their ``index`` fields stay
+    # right), and leave the last ``missing`` vectors out, as misbehaving servers do.
+    reverse: bool = False
+    missing: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,12 +224,17 @@ class Moderation:
 
 @dataclass(frozen=True)
 class Rerank:
-    """``POST /v1/rerank`` (Jina/Cohere v1 shape) and ``POST /v2/rerank`` (Cohere v2).
+    """``POST /v1/rerank`` (Jina/Cohere v1 shape), ``POST /v2/rerank`` (Cohere v2) and
+    ``POST /rerank`` (Hugging Face text-embeddings-inference: ``[{"index", "score"}]``).
 
     Scores are :func:`rerank_score` unless ``scores`` (by document index) is set.
+    ``style`` picks another vendor's body for ``/v1/rerank``: ``"voyage"`` answers
+    ``{"data": [...]}`` (and honours ``top_k``), ``"xinference"`` sends ``"document": null``
+    when documents were not asked for, plus Xinference's ``meta``.
     """
 
     scores: Sequence[float] | None = None
+    style: Literal["jina", "voyage", "xinference"] = "jina"
 
 
 Behaviour: TypeAlias = (
@@ -304,6 +322,7 @@ class RecordedRequest:
     arrived_at: float
     form: dict[str, str] = field(default_factory=dict)
     files: list[RecordedFile] = field(default_factory=list)
+    client_port: int | None = None  # the client's TCP port: one per connection, so reuse shows
     behaviour: Behaviour | None = None  # what answered it (None for unknown paths)
     status: int | None = None  # status sent, if headers were sent
     headers_sent_at: float | None = None
@@ -346,7 +365,16 @@ class FakeUpstream:
             "/v1/moderations": (Moderation(), self._serve_moderation),
             "/v1/rerank": (Rerank(), self._serve_rerank),
             "/v2/rerank": (Rerank(), self._serve_rerank),
+            "/v2/embed": (Embeddings(), self._serve_cohere_embed),
+            "/v1/multimodalembeddings": (Embeddings(), self._serve_voyage_multimodal),
+            "/embed": (Embeddings(), self._serve_tei_embed),
+            "/rerank": (Rerank(), self._serve_tei_rerank),
         }
+        # Routes whose path carries the model: (pattern, fallback behaviour, handler).
+        self._pattern_routes: list[tuple[re.Pattern[str], Behaviour, _Serve]] = [
+            (re.compile(r"^(/v1beta|/v1)?/models/[^/]+:batchEmbedContents$"), Embeddings(), self._serve_gemini_embed),
+            (re.compile(r"^/model/[^/]+/invoke$"), Embeddings(), self._serve_bedrock_embed),
+        ]
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -560,7 +588,8 @@ class FakeUpstream:
         if request.content_type == "multipart/form-data":
             for name, value in (await request.post()).items():
                 if isinstance(value, web.FileField):
-                    files.append(RecordedFile(name, value.filename, value.content_type, value.file.read()))
+                    with value.file:  # a spooled temporary file: close it, or its __del__ complains
+                        files.append(RecordedFile(name, value.filename, value.content_type, value.file.read()))
                 else:
                     form[name] = value if isinstance(value, str) else bytes(value).decode(errors="replace")
             model = form.get("model")
@@ -572,7 +601,13 @@ class FakeUpstream:
                 parsed = None
             if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
                 model = parsed["model"]
+            elif ":" in request.path and "/models/" in request.path:  # Gemini: the model is in the path
+                model = request.path.rsplit("/models/", 1)[1].split(":", 1)[0]
+            elif request.path.startswith("/model/") and request.path.endswith("/invoke"):  # Bedrock
+                model = request.path.removeprefix("/model/").removesuffix("/invoke")
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         rec = RecordedRequest(
+            client_port=peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None,
             seq=next(self._seq),
             method=request.method,
             path=request.path,
@@ -591,6 +626,8 @@ class FakeUpstream:
 
     async def _dispatch(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         route = self._routes.get(request.path) if request.method == "POST" else None
+        if route is None and request.method == "POST":
+            route = next(((b, h) for p, b, h in self._pattern_routes if p.match(request.path)), None)
         if route is None:
             return await self._send_json(
                 request,
@@ -848,6 +885,10 @@ class FakeUpstream:
             vector = fake_embedding(text, dims)
             encoded: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": encoded})
+        if emb.missing:
+            data = data[: -emb.missing]
+        if emb.reverse:
+            data.reverse()
         tokens = emb.usage_tokens
         if tokens is None:
             tokens = sum(max(1, len(t.split())) for t in texts)
@@ -858,6 +899,111 @@ class FakeUpstream:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return await self._send_json(request, rec, body)
+
+    async def _embedding_reply(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        emb: Embeddings,
+        keys: list[str],
+        body: Callable[[list[list[float]], int], Any],
+        headers: Mapping[str, str] | None = None,
+    ) -> web.StreamResponse:
+        """Common path of the vendor embedding routes: delay, scripted failure, vectors."""
+        await asyncio.sleep(emb.delay_s)
+        if emb.fail is not None:
+            return await self._serve_error(request, rec, emb.fail)
+        vectors = [fake_embedding(key, emb.dims) for key in keys]
+        tokens = emb.usage_tokens if emb.usage_tokens is not None else sum(max(1, len(k.split())) for k in keys)
+        payload = body(vectors, tokens)
+        data = _dumps(payload) if isinstance(payload, dict) else json.dumps(payload).encode()
+        return await self._send_bytes(request, rec, data, headers=headers)
+
+    async def _serve_cohere_embed(
+        self, request: web.Request, rec: RecordedRequest, emb: Embeddings
+    ) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        images = [str(x) for x in req.get("images") or []]
+        keys = images or [str(x) for x in req.get("texts") or []]
+        kinds = req.get("embedding_types") or ["float"]
+
+        def body(vectors: list[list[float]], tokens: int) -> JSON:
+            billed = {"images": len(images)} if images else {"input_tokens": tokens}
+            return {
+                "id": f"embed-fake-{rec.seq}",
+                "embeddings": dict.fromkeys(kinds, vectors),
+                "texts": [] if images else keys,
+                "meta": {"api_version": {"version": "2"}, "billed_units": billed},
+            }
+
+        return await self._embedding_reply(request, rec, emb, keys, body)
+
+    async def _serve_voyage_multimodal(
+        self, request: web.Request, rec: RecordedRequest, emb: Embeddings
+    ) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        keys = [
+            "\n".join(
+                str(part.get("text") or part.get("image_base64") or part.get("image_url") or "")
+                for part in item.get("content", [])
+            )
+            for item in req.get("inputs", [])
+        ]
+
+        def body(vectors: list[list[float]], tokens: int) -> JSON:
+            return {
+                "object": "list",
+                "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+                "model": rec.model or "voyage-multimodal-3",
+                "usage": {"text_tokens": tokens, "image_pixels": 0, "total_tokens": tokens},
+            }
+
+        return await self._embedding_reply(request, rec, emb, keys, body)
+
+    async def _serve_gemini_embed(
+        self, request: web.Request, rec: RecordedRequest, emb: Embeddings
+    ) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        keys = [
+            "".join(str(p.get("text", "")) for p in r.get("content", {}).get("parts", []))
+            for r in req.get("requests", [])
+        ]
+
+        def body(vectors: list[list[float]], tokens: int) -> JSON:
+            return {"embeddings": [{"values": v} for v in vectors]}
+
+        return await self._embedding_reply(request, rec, emb, keys, body)
+
+    async def _serve_bedrock_embed(
+        self, request: web.Request, rec: RecordedRequest, emb: Embeddings
+    ) -> web.StreamResponse:
+        """Bedrock InvokeModel: Titan (one ``inputText``/``inputImage`` per call) or Cohere (``texts``)."""
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        if "texts" in req or "images" in req:
+            keys = [str(x) for x in req.get("images") or req.get("texts") or []]
+
+            def cohere(vectors: list[list[float]], tokens: int) -> JSON:
+                return {"id": f"embed-fake-{rec.seq}", "embeddings": vectors, "texts": req.get("texts", [])}
+
+            return await self._embedding_reply(request, rec, emb, keys, cohere)
+        key = str(req.get("inputText") or req.get("inputImage") or "")
+
+        def titan(vectors: list[list[float]], tokens: int) -> JSON:
+            return {"embedding": vectors[0], "inputTextTokenCount": tokens}
+
+        return await self._embedding_reply(request, rec, emb, [key], titan)
+
+    async def _serve_tei_embed(self, request: web.Request, rec: RecordedRequest, emb: Embeddings) -> web.StreamResponse:
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        raw = req.get("inputs", "")
+        keys = [raw] if isinstance(raw, str) else [str(x) for x in raw]
+        tokens = emb.usage_tokens if emb.usage_tokens is not None else sum(max(1, len(k.split())) for k in keys)
+        headers = {"x-compute-tokens": str(tokens), "x-compute-characters": str(sum(map(len, keys)))}
+
+        def body(vectors: list[list[float]], _tokens: int) -> Any:
+            return vectors
+
+        return await self._embedding_reply(request, rec, emb, keys, body, headers)
 
     # -- audio -------------------------------------------------------------
 
@@ -942,7 +1088,41 @@ class FakeUpstream:
                 },
             }
             return await self._send_json(request, rec, body)
+        top_k = req.get("top_k")
+        if rr.style == "voyage" and isinstance(top_k, int):
+            order = order[:top_k]
         with_docs = req.get("return_documents", True) is not False  # Jina's default
+        tokens = len(_words(query)) + sum(len(_words(d)) for d in docs)
+        if rr.style == "voyage":
+            voyage: JSON = {
+                "object": "list",
+                "data": [
+                    {
+                        "index": i,
+                        "relevance_score": scores[i],
+                        **({"document": docs[i]} if req.get("return_documents") else {}),
+                    }
+                    for i in order
+                ],
+                "model": rec.model or "rerank-2",
+                "usage": {"total_tokens": tokens},
+            }
+            return await self._send_json(request, rec, voyage)
+        if rr.style == "xinference":
+            xinference: JSON = {
+                "id": f"rerank-fake-{rec.seq}",
+                "results": [
+                    {"index": i, "relevance_score": scores[i], "document": {"text": docs[i]} if with_docs else None}
+                    for i in order
+                ],
+                "meta": {
+                    "api_version": None,
+                    "billed_units": None,
+                    "tokens": {"input_tokens": tokens, "output_tokens": 0},
+                    "warnings": None,
+                },
+            }
+            return await self._send_json(request, rec, xinference)
         results = [
             {
                 "index": i,
@@ -951,13 +1131,23 @@ class FakeUpstream:
             }
             for i in order
         ]
-        tokens = len(_words(query)) + sum(len(_words(d)) for d in docs)
         body = {
             "model": rec.model or "fake-rerank",
             "results": results,
             "usage": {"total_tokens": tokens},
         }
         return await self._send_json(request, rec, body)
+
+    async def _serve_tei_rerank(self, request: web.Request, rec: RecordedRequest, rr: Rerank) -> web.StreamResponse:
+        """Hugging Face TEI: ``{"query", "texts"}`` -> ``[{"index", "score"}]``, best first."""
+        req: JSON = rec.json if isinstance(rec.json, dict) else {}
+        query = str(req.get("query", ""))
+        texts = [str(t) for t in req.get("texts", [])]
+        scores = list(rr.scores) if rr.scores is not None else [rerank_score(query, t) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
+        with_text = req.get("return_text") is True
+        body = [{"index": i, "score": scores[i], **({"text": texts[i]} if with_text else {})} for i in order]
+        return await self._send_bytes(request, rec, json.dumps(body).encode())
 
 
 # --------------------------------------------------------------------------

@@ -16,10 +16,43 @@ def write(tmp_path: Path, text: str) -> str:
 def test_no_file_gives_embedded_defaults_with_key_from_env() -> None:
     config = load_config(None, env={"DIFY_INNER_API_KEY": "k1"})
     assert config.source == "<embedded defaults>"
-    assert config.routes == []
+    served = {t: r.targets[0].model for r in config.routes for t in r.match.types}
+    assert served == {
+        "text-embedding": "local/multilingual-e5-small",
+        "multimodal-embedding": "local/multilingual-e5-small",
+        "rerank": "local/multilingual-e5-small",
+        "multimodal-rerank": "local/multilingual-e5-small",
+        "tts": "local/espeak-ng",
+        "speech2text": "local/whisper-tiny.en",
+        "moderation": "local/moderation-rules",
+    }
     assert config.server.port == 8080
     assert config.dify.inner_api_key is not None
     assert config.dify.inner_api_key.get_secret_value() == "k1"
+
+
+def test_a_file_without_routes_gets_the_defaults_and_with_routes_only_its_own(tmp_path: Path) -> None:
+    assert len(load_config(write(tmp_path, "server: {port: 9000}\n"), env={}).routes) == 7
+    assert load_config(write(tmp_path, "routes: []\n"), env={}).routes == []
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ("{match: {type: tts}, targets: [{model: local/multilingual-e5-small}]}", "cannot serve tts"),
+        ("{match: {type: llm}, targets: [{model: local/espeak-ng}]}", "cannot serve llm"),
+        ("{match: {type: rerank}, targets: [{model: local/nope}]}", "cannot serve rerank"),
+        ("{match: {type: rerank}, targets: [{model: tei/bge}]}", "needs api_base"),
+    ],
+)
+def test_targets_that_cannot_serve_their_route_are_refused(tmp_path: Path, route: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, f"routes: [{route}]\n"), env={})
+
+
+def test_summary_model_must_be_a_backend(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no embedded LLM"):
+        load_config(write(tmp_path, "summary_model: {model: local/espeak-ng}\n"), env={})
 
 
 def test_path_comes_from_environment_variable(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ ROUTES = [
         "targets": [{"model": "{provider}/{model}"}],
     },
     {"name": "acme", "match": {"type": "llm", "provider": "acme/p/q"}, "targets": [{"model": "hosted_vllm/{model}"}]},
-    {"name": "embed", "match": {"type": "text-embedding"}, "targets": [{"model": "local/e5"}]},
+    {"name": "embed", "match": {"type": "text-embedding"}, "targets": [{"model": "local/multilingual-e5-small"}]},
 ]
 
 
@@ -57,7 +57,7 @@ ROUTES = [
         ("llm", "openai", "o3", "tb", "any-open", "openai/o3"),
         ("rerank", "openrouter", "r1", "tb", "any-open", "openrouter/r1"),
         ("llm", "acme/p/q", "m", "tb", "acme", "hosted_vllm/m"),
-        ("text-embedding", "anything", "e", "tb", "embed", "local/e5"),
+        ("text-embedding", "anything", "e", "tb", "embed", "local/multilingual-e5-small"),
         ("llm", "anthropic", "claude", "tb", None, None),
         ("tts", "openai", "tts-1", "tb", None, None),
     ],

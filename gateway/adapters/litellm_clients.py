@@ -1,0 +1,48 @@
+"""Reused OpenAI SDK clients for the litellm calls that take one (``client=``).
+
+litellm builds some OpenAI clients from the key and base URL alone (moderation: the SDK's
+two default retries and a 600 s timeout; speech and transcription: no configured headers).
+A client per target, built from the target's own settings, fixes that and keeps one
+connection pool per target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpenAIClients:
+    """``openai.AsyncOpenAI`` clients keyed by connection settings (no retries: the gateway retries)."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, kwargs: dict[str, Any]) -> Any:
+        """The client for litellm call ``kwargs`` (api_base, api_key, organization, extra_headers, timeout)."""
+        headers: dict[str, str] = kwargs.get("extra_headers") or {}
+        key = (
+            kwargs.get("api_base"),
+            kwargs.get("api_key"),
+            kwargs.get("organization"),
+            tuple(sorted(headers.items())),
+            kwargs.get("timeout"),
+        )
+        client = self._clients.get(key)
+        if client is None:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(
+                api_key=kwargs.get("api_key") or "none",
+                base_url=kwargs.get("api_base"),
+                organization=kwargs.get("organization"),
+                timeout=kwargs.get("timeout"),
+                max_retries=0,
+                default_headers=headers or None,
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
