@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, ToolCallDelta
+from gateway.adapters.litellm_clients import OpenAIClients
 from gateway.adapters.litellm_common import target_kwargs
 from gateway.adapters.litellm_errors import map_litellm_error
 from gateway.adapters.litellm_loader import load_litellm
@@ -48,7 +49,7 @@ _OPENAI_COMPLETION_PROVIDERS = ("openai/", "text-completion-openai/")
 
 class LiteLLMChatAdapter:
     def __init__(self) -> None:
-        self._clients: dict[tuple[Any, ...], Any] = {}
+        self._clients = OpenAIClients()
 
     def _completions_client(self, model: str, kwargs: dict[str, Any]) -> Any:
         """A reused OpenAI client for text completions.
@@ -56,27 +57,10 @@ class LiteLLMChatAdapter:
         litellm 1.106.2 builds a new HTTP client for every OpenAI text completion and never
         closes it (one leaked connection per call); a client per target avoids that.
         """
-        if not model.startswith(_OPENAI_COMPLETION_PROVIDERS):
-            return None
-        key = (kwargs.get("api_base"), kwargs.get("api_key"), kwargs.get("organization"), kwargs.get("timeout"))
-        client = self._clients.get(key)
-        if client is None:
-            from openai import AsyncOpenAI
-
-            client = AsyncOpenAI(
-                api_key=kwargs.get("api_key") or "none",
-                base_url=kwargs.get("api_base"),
-                organization=kwargs.get("organization"),
-                timeout=kwargs.get("timeout"),
-                max_retries=0,
-            )
-            self._clients[key] = client
-        return client
+        return self._clients.get(kwargs) if model.startswith(_OPENAI_COMPLETION_PROVIDERS) else None
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.close()
+        await self._clients.aclose()
 
     async def chat(self, call: ChatCall) -> AsyncIterator[ChatEvent]:
         where = call.context.describe(call.target)
