@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -14,8 +13,6 @@ from gateway.errors import GatewayError, UpstreamError
 from gateway.routing import Target
 
 T = TypeVar("T")
-
-_prepared = False
 
 
 def target_kwargs(call_target: Target, timeout_s: float) -> dict[str, Any]:
@@ -66,45 +63,8 @@ def bare_model(model: str) -> str:
 
 
 async def litellm_module() -> ModuleType:
-    """The configured litellm module, with the fixes every non-chat adapter relies on."""
-    global _prepared
-    module = await load_litellm()
-    if not _prepared:
-        _prepare(module)
-        _prepared = True
-    return module
-
-
-def _prepare(module: ModuleType) -> None:
-    # litellm 1.106.2 sends OpenAI-SDK embeddings with `max_retries or DEFAULT_MAX_RETRIES`,
-    # so an explicit 0 becomes 2 hidden retries; this global is read only there.
-    setattr(module, "DEFAULT_MAX_RETRIES", 0)  # noqa: B010 (a module attribute mypy cannot see)
-    # litellm's models build their pydantic schemas on first use; two of them warn about a
-    # ReadOnly TypedDict item while doing so, which litellm silences with a filter it adds
-    # at import. Where that filter is gone (a test framework restores the filters after
-    # each test) and warnings are errors, the build fails on every call. So the models
-    # these calls construct are built once here, quietly (a few ms).
-    from litellm.types import utils
-    from litellm.types.rerank import RerankResponse
-    from litellm.types.router import GenericLiteLLMParams
-
-    models = (
-        GenericLiteLLMParams,
-        utils.EmbeddingResponse,
-        RerankResponse,
-        utils.TranscriptionResponse,
-        # The chat adapter's, so a chat call after these ones meets the same built models.
-        utils.Message,
-        utils.Choices,
-        utils.ModelResponse,
-        utils.Delta,
-        utils.StreamingChoices,
-        utils.ModelResponseStream,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for model in models:
-            model.model_rebuild()
+    """The configured litellm module (imported off the event loop on first use)."""
+    return await load_litellm()
 
 
 async def call_litellm(fn: Callable[[], Awaitable[T]], timeout_s: float, where: str, secret: str | None) -> T:

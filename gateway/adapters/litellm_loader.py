@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import warnings
 from types import ModuleType
 
 _lock = threading.Lock()
@@ -36,8 +37,42 @@ def load_litellm_sync() -> ModuleType:
             litellm.num_retries = 0
             litellm.telemetry = False
             litellm.turn_off_message_logging = True
+            _prepare(litellm)
             _module = litellm
         return _module
+
+
+def _prepare(module: ModuleType) -> None:
+    """Fixes every adapter relies on."""
+    # litellm 1.106.2 sends OpenAI-SDK embeddings with `max_retries or DEFAULT_MAX_RETRIES`,
+    # so an explicit 0 becomes 2 hidden retries; this global is read only there.
+    setattr(module, "DEFAULT_MAX_RETRIES", 0)  # noqa: B010 (a module attribute mypy cannot see)
+    # litellm's models build their pydantic schemas on first use; two of them warn about a
+    # ReadOnly TypedDict item while doing so, which litellm silences with a filter it adds
+    # at import. Where that filter is gone (a test framework restores the filters after
+    # each test) and warnings are errors, the build fails on every call. So the models
+    # these calls construct are built once here, quietly (a few ms).
+    from litellm.types import utils
+    from litellm.types.rerank import RerankResponse
+    from litellm.types.router import GenericLiteLLMParams
+
+    models = (
+        GenericLiteLLMParams,
+        utils.EmbeddingResponse,
+        RerankResponse,
+        utils.TranscriptionResponse,
+        # The chat adapter's, so a chat call after these ones meets the same built models.
+        utils.Message,
+        utils.Choices,
+        utils.ModelResponse,
+        utils.Delta,
+        utils.StreamingChoices,
+        utils.ModelResponseStream,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for model in models:
+            model.model_rebuild()
 
 
 async def load_litellm() -> ModuleType:
