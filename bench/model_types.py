@@ -53,7 +53,9 @@ def measure(base_url: str, label: str, audio: bytes) -> None:
             if not path.endswith("tts"):
                 assert response.json()["error"] == "", response.text[:300]
         times.sort()
-        print(f"{label:8} {name:28} p50 {statistics.median(times):8.1f} ms   p90 {times[int(len(times) * 0.9)]:8.1f} ms")
+        print(
+            f"{label:8} {name:28} p50 {statistics.median(times):8.1f} ms   p90 {times[int(len(times) * 0.9)]:8.1f} ms"
+        )
 
 
 def main() -> None:

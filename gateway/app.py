@@ -9,6 +9,7 @@ A path prefix in the daemon's DIFY_INNER_API_URL is allowed: everything from
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from starlette.types import Receive, Scope, Send
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.local.catalog import is_local
 from gateway.adapters.registry import Backends
+from gateway.cache.redis_store import RedisStore
+from gateway.cache.setup import build_embedding_cache
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, NoRoute, NotFound, UpstreamError
 from gateway.forward import DifyForwarder
@@ -46,6 +49,7 @@ from gateway.invoke.rerank import RerankService
 from gateway.invoke.speech2text import Speech2TextService
 from gateway.invoke.summary import SummaryService
 from gateway.invoke.tts import TTSService
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, build_registry, render
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import (
     LLMInvokeRequest,
@@ -79,7 +83,9 @@ class Gateway:
         self.backends = backends or Backends()
         self.model_map = ModelMap()
         self.llm = LLMService(self.routes, self.backends, self.model_map)
-        self.embedding = EmbeddingService(self.routes, self.backends, self.model_map)
+        self.embedding_cache = build_embedding_cache(config.cache)
+        self.embedding = EmbeddingService(self.routes, self.backends, self.model_map, self.embedding_cache)
+        self.metrics = build_registry(self.embedding_cache)
         self.rerank = RerankService(self.routes, self.backends)
         self.tts = TTSService(self.routes, self.backends)
         self.speech2text = Speech2TextService(self.routes, self.backends)
@@ -111,6 +117,7 @@ class Gateway:
         self.plain_paths: dict[str, Handler] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
+            "/metrics": self.metrics_page,
         }
 
     # --- ASGI -------------------------------------------------------------------------
@@ -159,6 +166,8 @@ class Gateway:
                 for task in self._warmups:
                     task.cancel()
                 await self.backends.aclose()
+                if self.embedding_cache is not None:
+                    await self.embedding_cache.store.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -171,11 +180,23 @@ class Gateway:
         loop = asyncio.get_running_loop()
         if self._needs_litellm():
             self._warmups.append(loop.create_task(load_litellm()))
+        if self.embedding_cache is not None:
+            redis = getattr(self.embedding_cache.store, "l2", self.embedding_cache.store)
+            if isinstance(redis, RedisStore):
+                self._warmups.append(loop.create_task(redis.warm_up()))
         local = sorted({t.model for r in self.config.routes for t in r.targets if is_local(t.model)})
         if local and self.config.server.preload_local_models:
             self._warmups.append(loop.create_task(self._preload(local)))
         else:
             self.ready = True
+        self._warmups.append(loop.create_task(self._settle(list(self._warmups))))
+
+    async def _settle(self, warmups: list[asyncio.Task[Any]]) -> None:
+        """After start-up work, move the objects it made out of the garbage collector's
+        reach: a full collection over litellm's and the models' objects pauses the process
+        for hundreds of milliseconds, which would land on some unlucky request."""
+        await asyncio.gather(*warmups, return_exceptions=True)
+        gc.freeze()
 
     async def _preload(self, names: list[str]) -> None:
         started = time.monotonic()
@@ -253,6 +274,9 @@ class Gateway:
         except UpstreamError as exc:
             log.warning("%s failed: %s", request.scope["path"], self.redactor(exc.message))
             return unary_error_response(exc, self.redactor)
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(render(self.metrics), media_type=METRICS_CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON_MEDIA_TYPE)

@@ -62,8 +62,39 @@ class DifyConfig(_Strict):
     api_url: str | None = None
 
 
+class EmbeddingCacheConfig(_Strict):
+    enabled: bool = True
+    # "tenant": entries are per tenant (no tenant can learn what another embedded);
+    # "global": shared by all tenants (more hits; see the README for the trade-off).
+    scope: Literal["tenant", "global"] = "tenant"
+    ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # The in-process LRU: the whole cache without Redis ...
+    memory_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    # ... and with Redis, a small L1 in front of it that saves the round trip for hot inputs (0: off).
+    l1_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+
+
 class CacheConfig(_Strict):
-    redis_url: SecretStr | None = None
+    redis_url: SecretStr | None = None  # redis:// or rediss:// (single or cluster); credentials for sentinel
+    redis_mode: Literal["single", "cluster", "sentinel"] = "single"
+    sentinels: list[str] = Field(default_factory=list)  # "host:port" of each sentinel
+    sentinel_master: str = "mymaster"
+    key_prefix: str = "dgw:"
+    # Redis must never slow a request down much: operations past this are misses.
+    timeout_ms: int = Field(default=50, ge=1, le=10_000)
+    # The breaker opens after this many consecutive failures and probes again after the cooldown.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown_s: float = Field(default=5.0, gt=0)
+    max_pending_writes: int = Field(default=1000, ge=1)
+    embeddings: EmbeddingCacheConfig = Field(default_factory=EmbeddingCacheConfig)
+
+    @model_validator(mode="after")
+    def _mode_has_its_addresses(self) -> CacheConfig:
+        if self.redis_mode == "sentinel" and not self.sentinels:
+            raise ValueError("redis_mode sentinel needs sentinels: [host:port, ...]")
+        if self.redis_mode == "cluster" and self.redis_url is None:
+            raise ValueError("redis_mode cluster needs redis_url (any node of the cluster)")
+        return self
 
 
 class Timeouts(_Strict):

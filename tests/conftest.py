@@ -57,3 +57,34 @@ def fake(upstream: FakeUpstream) -> FakeUpstream:
     """The shared fake upstream, with scripts and records cleared for this test."""
     upstream.reset()
     return upstream
+
+
+# Real Redis servers (the cache stores' tests). Kept together at the end of this file.
+from tests.support.redis import SHARED_URL, RedisProcess, reachable  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``REDIS_URL``, else the local Redis on 6379, else a private server for the session; never skipped.
+
+    Shared servers: use a unique key prefix per test and delete your keys; never FLUSHALL."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+    elif reachable(SHARED_URL):
+        yield SHARED_URL
+    else:
+        server = RedisProcess().start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisProcess]:
+    """A redis-server of this test's own: pause(), resume(), kill(), restart(), flush(), url."""
+    server = RedisProcess().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
+from typing import Any
 
 from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, InputType, MediaInput, UpstreamContext
 from gateway.adapters.registry import Backends
+from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.errors import UpstreamUnavailable
 from gateway.invoke.common import resolve, target_prices, timeout_for, upstream_context, within
 from gateway.invoke.llm_reply import estimate_tokens
@@ -44,6 +46,10 @@ def batch_size(target: Target) -> int:
     return _DEFAULT_BATCH
 
 
+def estimate_input_tokens(inputs: list[MediaInput]) -> int:
+    return sum(estimate_tokens(len(i.content)) for i in inputs if i.kind == "text")
+
+
 def embedding_usage(tokens: int, target: Target, model_map: ModelMap, latency: float) -> EmbeddingUsageDict:
     prices = target_prices(target, model_map)
     unit_price, price_unit, total = price(tokens, prices.input_per_token if prices else Decimal(0))
@@ -59,10 +65,13 @@ def embedding_usage(tokens: int, target: Target, model_map: ModelMap, latency: f
 
 
 class EmbeddingService:
-    def __init__(self, routes: RouteTable, backends: Backends, model_map: ModelMap) -> None:
+    def __init__(
+        self, routes: RouteTable, backends: Backends, model_map: ModelMap, cache: EmbeddingCache | None = None
+    ) -> None:
         self._routes = routes
         self._backends = backends
         self._model_map = model_map
+        self._cache = cache
 
     async def embed(
         self, request: TextEmbeddingInvokeRequest | MultimodalEmbeddingInvokeRequest
@@ -78,11 +87,20 @@ class EmbeddingService:
         context = upstream_context(resolution, request.provider, request.model)
         where = context.describe(target)
         timeout_s = timeout_for(resolution, target)
-        vectors, tokens = await self._embed_all(target, inputs, request.input_type, context, timeout_s, where)
-        if tokens is None:
-            tokens = sum(estimate_tokens(len(i.content)) for i in inputs if i.kind == "text")
+
+        async def fetch(items: list[MediaInput]) -> tuple[list[list[float]], int]:
+            vectors, tokens = await self._embed_all(target, items, request.input_type, context, timeout_s, where)
+            return vectors, estimate_input_tokens(items) if tokens is None else tokens
+
+        embeddings: list[Any]
+        if self._cache is not None and inputs:
+            # Usage counts only the tokens spent upstream for this request's misses.
+            embed = self._cache.embed(target, request.tenant_id, request.input_type, inputs, fetch)
+            embeddings, tokens = await within(embed, timeout_s, where)
+        else:
+            embeddings, tokens = await fetch(inputs)
         usage = embedding_usage(tokens, target, self._model_map, time.monotonic() - started)
-        return {"model": request.model, "embeddings": vectors, "usage": usage}
+        return {"model": request.model, "embeddings": embeddings, "usage": usage}
 
     async def _embed_all(
         self,

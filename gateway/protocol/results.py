@@ -79,7 +79,7 @@ class EmbeddingUsageDict(TypedDict):
 
 class EmbeddingResultDict(TypedDict):
     model: str
-    embeddings: list[list[float]]
+    embeddings: list[Any]  # one vector per input: lists of floats, or float32 numpy arrays
     usage: EmbeddingUsageDict
 
 
