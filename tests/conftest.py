@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
+from tests.support.redis import SHARED_URL, RedisProcess, reachable
 
 # Proxies point at a closed port, so a client that honours them cannot reach out either.
 _CLOSED = "http://127.0.0.1:9"
@@ -59,8 +60,7 @@ def fake(upstream: FakeUpstream) -> FakeUpstream:
     return upstream
 
 
-# Real Redis servers (the cache stores' tests). Kept together at the end of this file.
-from tests.support.redis import SHARED_URL, RedisProcess, reachable  # noqa: E402
+# Real Redis servers (the embedding cache's tests).
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.fakes.upstream import Embeddings, FakeUpstream, fake_embedding
 from tests.support.client import invoke_body, post_unary
+from tests.support.redis import delete_prefix
 from tests.support.server import TEST_KEY, GatewayServer, gateway_config
 
 DIMS = 8
@@ -32,6 +33,7 @@ def cache_config(upstream: FakeUpstream, redis_url: str | None, **cache: Any) ->
     settings_: dict[str, Any] = {"key_prefix": f"t{uuid.uuid4().hex[:8]}:", **cache}
     if redis_url is not None:
         settings_["redis_url"] = redis_url
+        _USED.append((redis_url, settings_["key_prefix"]))
     return gateway_config(routes, cache=settings_)
 
 
@@ -58,6 +60,20 @@ def wait_for_keys(redis_url: str, prefix: str, count: int) -> None:
     while len(stored_keys(redis_url, prefix)) < count:
         assert time.monotonic() < deadline, "cache writes did not land"
         time.sleep(0.01)
+
+
+_USED: list[tuple[str, str]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _delete_test_keys() -> Iterator[None]:
+    """The shared Redis keeps nothing of these tests."""
+    yield
+    for url, prefix in _USED:
+        try:
+            delete_prefix(url, prefix)
+        except redis.RedisError:
+            pass  # a private server that is already gone
 
 
 @pytest.fixture(scope="module")
