@@ -30,7 +30,7 @@ def target_kwargs(call_target: Target, timeout_s: float) -> dict[str, Any]:
         kwargs["organization"] = cfg.organization
     if cfg.headers:
         kwargs["extra_headers"] = dict(cfg.headers)
-    kwargs["timeout"] = cfg.timeout_s or timeout_s
+    kwargs["timeout"] = deadline_s(call_target, timeout_s)
     # Retries belong to the gateway: neither litellm nor the provider SDK may retry.
     kwargs["num_retries"] = 0
     kwargs["max_retries"] = 0

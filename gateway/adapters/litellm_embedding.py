@@ -162,7 +162,6 @@ class LiteLLMEmbeddingAdapter:
         batches = self._batches(call.inputs, provider, model, where)
         kwargs = target_kwargs(call.target, call.timeout_s)
         timeout = deadline_s(call.target, call.timeout_s)
-        kwargs["timeout"] = timeout
         if provider in _BASE64_PROVIDERS:
             kwargs["encoding_format"] = "base64"
         elif provider in ("cohere", "cohere_chat"):

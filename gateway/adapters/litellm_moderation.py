@@ -40,7 +40,6 @@ class LiteLLMModerationAdapter:
         where = call.context.describe(call.target)
         timeout = deadline_s(call.target, call.timeout_s)
         kwargs = target_kwargs(call.target, timeout)
-        kwargs["timeout"] = timeout
         litellm = await litellm_module()
         kwargs["client"] = self._clients.get(kwargs)
         response = await call_litellm(

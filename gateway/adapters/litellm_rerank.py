@@ -106,7 +106,6 @@ class LiteLLMRerankAdapter:
         timeout = deadline_s(call.target, call.timeout_s)
         kwargs = target_kwargs(call.target, timeout)
         kwargs["model"] = model
-        kwargs["timeout"] = timeout
         if api_base:
             kwargs["api_base"] = api_base
         if call.target.config.headers:

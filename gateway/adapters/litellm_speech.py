@@ -55,7 +55,6 @@ class LiteLLMSpeechAdapter:
         where = call.context.describe(call.target)
         timeout = deadline_s(call.target, call.timeout_s)
         kwargs = target_kwargs(call.target, timeout)
-        kwargs["timeout"] = timeout
         kwargs["response_format"] = DEFAULT_FORMAT
         kwargs.update(call_params(call.target, PARAMS))
         litellm = await litellm_module()

@@ -35,7 +35,6 @@ class LiteLLMTranscriptionAdapter:
         where = call.context.describe(call.target)
         timeout = deadline_s(call.target, call.timeout_s)
         kwargs = target_kwargs(call.target, timeout)
-        kwargs["timeout"] = timeout
         kwargs.update(call_params(call.target, PARAMS))
         upload = (f"audio.{call.format.extension}", call.audio, call.format.mime_type)
         litellm = await litellm_module()
