@@ -70,6 +70,7 @@ log = logging.getLogger("dify_gateway")
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
+_BODY_KEY = "dify_gateway.body"
 
 
 class Gateway:
@@ -95,7 +96,17 @@ class Gateway:
             if config.summary_model is not None
             else None
         )
-        self.forwarder = DifyForwarder(config.dify.api_url, self.backends.http) if config.dify.api_url else None
+        self.forwarder = (
+            DifyForwarder(
+                config.dify.api_url,
+                self.backends.http,
+                api_key=config.dify.api_key.get_secret_value() if config.dify.api_key else None,
+                timeout_s=config.dify.forward_timeout_s,
+            )
+            if config.dify.api_url
+            else None
+        )
+        self._passthrough = self.forwarder is not None and config.dify.passthrough
         self.redactor = Redactor(config.secrets())
         self.started_at = time.time()
         self.ready = False
@@ -144,11 +155,21 @@ class Gateway:
         try:
             check_inner_api_key(request, self._key)
             handler = self.invoke_paths.get(inner_path)
-            if handler is None:
-                raise NotFound(f"the gateway does not serve /inner/api/{inner_path}")
-            if request.method != "POST":
+            if handler is None or request.method != "POST":
+                if self.forwarder is not None:
+                    return await self.forwarder.forward(request)
+                if handler is None:
+                    raise NotFound(
+                        f"the gateway does not serve /inner/api/{inner_path} (set dify.api_url to forward it)"
+                    )
                 return error_response(NotFound(f"{request.method} /inner/api/{inner_path}: only POST is served"), 405)
-            return await handler(request)
+            try:
+                return await handler(request)
+            except NoRoute:
+                body = request.scope.get(_BODY_KEY)
+                if not self._passthrough or self.forwarder is None or body is None:
+                    raise
+                return await self.forwarder.forward(request, body)
         except GatewayError as exc:
             exc.message = self.redactor(exc.message)
             return error_response(exc)
@@ -218,8 +239,13 @@ class Gateway:
 
     # --- handlers ---------------------------------------------------------------------
 
+    async def _raw_body(self, request: Request) -> bytes:
+        body = await read_body(request, self._max_body)
+        request.scope[_BODY_KEY] = body  # kept for passthrough, should no route match
+        return body
+
     async def _body(self, request: Request) -> dict[str, Any]:
-        return parse_json_object(await read_body(request, self._max_body))
+        return parse_json_object(await self._raw_body(request))
 
     async def invoke_llm(self, request: Request) -> Response:
         invocation = parse_model(LLMInvokeRequest, await self._body(request))
@@ -257,7 +283,7 @@ class Gateway:
         return await stream_response(self.tts.frames(invocation), self.redactor, upstream_errors_in_stream=True)
 
     async def invoke_summary(self, request: Request) -> Response:
-        body = await read_body(request, self._max_body)
+        body = await self._raw_body(request)
         invocation = parse_model(SummaryInvokeRequest, parse_json_object(body))
         if self.summary is not None:
             summary = self.summary

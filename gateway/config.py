@@ -59,7 +59,15 @@ class ServerConfig(_Strict):
 
 class DifyConfig(_Strict):
     inner_api_key: SecretStr | None = None
+    # The real Dify API: every inner-API call the gateway does not answer is forwarded here.
     api_url: str | None = None
+    # The X-Inner-Api-Key sent to Dify (Dify's INNER_API_KEY_FOR_PLUGIN); default: the daemon's own.
+    api_key: SecretStr | None = None
+    # Forward model invocations that match no route (so the gateway can take over one model
+    # at a time); off: they get a "no route" error.
+    passthrough: bool = True
+    # Deadline for one forwarded exchange, reply body included.
+    forward_timeout_s: float = Field(default=600.0, gt=0)
 
 
 class EmbeddingCacheConfig(_Strict):

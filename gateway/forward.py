@@ -15,7 +15,8 @@ as if the daemon had called Dify itself:
 - **Request headers**: all of them except hop-by-hop ones (``Connection`` and the headers it
   names, ``Keep-Alive``, ``Transfer-Encoding``, ``TE``, ``Trailer``, ``Upgrade``,
   ``Proxy-*``), ``Host`` and ``Expect``. No header is added: no ``User-Agent``, ``Accept`` or
-  ``Accept-Encoding`` the client did not send. ``X-Inner-Api-Key`` is replaced by
+  ``Accept-Encoding`` the client did not send. Names arrive lower-cased (the ASGI server
+  normalises them; HTTP/1.1 names are case-insensitive). ``X-Inner-Api-Key`` is replaced by
   ``api_key`` when one is configured (Dify's ``INNER_API_KEY_FOR_PLUGIN`` may differ from the
   key the daemon uses with the gateway), else forwarded as received.
 - **Reply**: Dify's status, headers (less hop-by-hop ones, ``Content-Length``, ``Date`` and
@@ -149,10 +150,11 @@ class DifyForwarder:
                 reason = f"no reply within {self._timeout_s:g} s"
             return self._unreachable(shown_path, reason, 504)
         except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, ClientDisconnect):
+                return _client_left(shown_path)
             return self._unreachable(shown_path, self._describe(exc), 502)
         except ClientDisconnect:
-            # The client left while its body was being sent on: nobody reads this reply.
-            return _envelope_error("the client disconnected before its request body arrived", 400)
+            return _client_left(shown_path)
         tracker = _FrameTracker() if _is_framed_stream(upstream) else None
         return _ForwardedReply(
             upstream,
@@ -213,6 +215,8 @@ class DifyForwarder:
 
     def _describe(self, exc: BaseException) -> str:
         text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        # aiohttp's connection reprs list the proxy settings, proxy credentials included.
+        text = text.partition(" Connection<")[0].partition("ConnectionKey(")[0]
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text[:_MAX_REASON] + ("..." if len(text) > _MAX_REASON else "")
@@ -285,6 +289,12 @@ def _inner_target(scope: Scope) -> str | None:
     path: str = scope["path"]
     at = path.find(INNER_PREFIX)
     return urllib.parse.quote(path[at:], safe="/%:@!$&'()*+,;=~") if at >= 0 else None
+
+
+def _client_left(path: str) -> Response:
+    # The client left while its request body was being sent on: nobody reads this reply.
+    log.info("the client disconnected while its request to %s was being forwarded", path)
+    return _envelope_error(f"the client disconnected before its request to {path} was forwarded", 400)
 
 
 def _has_body(request: Request) -> bool:
