@@ -65,6 +65,7 @@ from gateway.protocol.requests import (
 )
 from gateway.redaction import Redactor
 from gateway.routing import RouteTable
+from gateway.serverless import TRANSACTION_PATH, ServerlessEndpoint
 
 log = logging.getLogger("dify_gateway")
 
@@ -125,6 +126,8 @@ class Gateway:
             "invoke/moderation": self.invoke_moderation,
             "invoke/summary": self.invoke_summary,
         }
+        # Last: the endpoint reads the services and settings above.
+        self.serverless = ServerlessEndpoint(self, config.serverless) if config.serverless.enabled else None
         self.plain_paths: dict[str, Handler] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
@@ -145,6 +148,9 @@ class Gateway:
         at = path.find(INNER_PREFIX)
         if at >= 0:
             return await self._inner(path[at + len(INNER_PREFIX) :].rstrip("/"), request)
+        if self.serverless is not None and path.endswith(TRANSACTION_PATH):
+            # The SDK's own transport: its key check and error shapes live in the endpoint.
+            return await self.serverless.handle(request)
         plain = self.plain_paths.get(path)
         if plain is not None:
             return await plain(request)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.adapters.local.catalog import LOCAL_MODELS, is_local
+from gateway.serverless.config import ServerlessConfig
 
 ModelType = Literal[
     "llm",
@@ -190,6 +191,7 @@ class GatewayConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
     summary_model: TargetConfig | None = None
+    serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
     # How many pieces of a long text are summarised at once.
     summary_concurrency: int = Field(default=4, ge=1, le=64)
     # Where this configuration came from, for messages ("<embedded defaults>" without a file).
