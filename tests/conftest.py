@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
+from tests.support import sdk
 from tests.support.redis import SHARED_URL, RedisProcess, reachable
 
+# Installing the SDK's virtualenv needs the package index, through the user's own proxies.
+sdk.INSTALL_ENV = dict(os.environ)
 # Proxies point at a closed port, so a client that honours them cannot reach out either.
 _CLOSED = "http://127.0.0.1:9"
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 SDK_REQUIREMENT = "dify-plugin==0.10.2"
+# The environment pip runs in (conftest stores the one from before it blocks proxies).
+INSTALL_ENV: dict[str, str] | None = None
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "sdk" / "driver.py"
 MISSING = (
@@ -84,6 +86,7 @@ def sdk_python() -> str:
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", SDK_REQUIREMENT],
         capture_output=True,
         text=True,
+        env=INSTALL_ENV,
     )
     if pip.returncode != 0:
         raise RuntimeError(f"installing {SDK_REQUIREMENT} failed:\n{pip.stderr[-3000:]}")
@@ -102,3 +105,7 @@ def run_scenarios(python: str, url: str, session_id: str, names: list[str], time
         raise RuntimeError(f"the SDK driver failed ({out.returncode}):\n{out.stderr[-4000:]}")
     report: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return report
+
+
+if __name__ == "__main__":
+    print(f"==> dify-plugin SDK for the contract tests: {sdk_python()}")
