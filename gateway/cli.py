@@ -78,11 +78,49 @@ def _check_config(args: argparse.Namespace) -> int:
         "source": config.source,
         "inner_api_key": "<set>" if config.dify.inner_api_key else f"<missing: set {INNER_API_KEY_ENV}>",
         "dify_api_url": config.dify.api_url,
+        "forwarding": _forwarding(config),
         "routes": RouteTable(config.routes).describe(),
         "summary_model": config.summary_model.model if config.summary_model else None,
+        "embedding_cache": _cache(config),
+        "serverless": _serverless(config),
     }
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+def _forwarding(config: GatewayConfig) -> str:
+    if not config.dify.api_url:
+        return "off: paths the gateway does not serve get a 404 envelope error"
+    unrouted = "forwarded" if config.dify.passthrough else "answered with a no-route error"
+    return f"to {config.dify.api_url}; model calls without a route are {unrouted}"
+
+
+def _cache(config: GatewayConfig) -> dict[str, object]:
+    cache, settings = config.cache, config.cache.embeddings
+    if not settings.enabled:
+        return {"enabled": False}
+    redis = cache.redis_url is not None or cache.redis_mode == "sentinel"
+    return {
+        "enabled": True,
+        "store": f"redis ({cache.redis_mode}){' + in-process L1' if settings.l1_max_bytes else ''}"
+        if redis
+        else "in-process",
+        "redis_url": "<set>" if cache.redis_url else None,
+        "scope": settings.scope,
+        "ttl_s": settings.ttl_s,
+    }
+
+
+def _serverless(config: GatewayConfig) -> dict[str, object]:
+    settings = config.serverless
+    if not settings.enabled:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "default_tenant": settings.default_tenant,
+        "sessions_mapped": len(settings.tenants),
+        "api_key": "<set>" if settings.api_key else "<none: protect the endpoint by network policy>",
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,6 +90,9 @@ def test_check_config_prints_the_route_table_without_secrets(tmp_path: Path) -> 
     config.write_text(
         "routes:\n  - name: chat\n    match: {type: llm, provider: openai, model: 'gpt-*'}\n"
         "    targets: [{model: 'openai/{model}', api_key: os.environ/OPENAI_KEY}]\n"
+        "cache: {redis_url: 'redis://:redis-secret@cache:6379/0'}\n"
+        "serverless: {enabled: true, default_tenant: dev, api_key: serverless-secret}\n"
+        "dify: {api_url: 'http://api:5001', passthrough: false}\n"
     )
     result = subprocess.run(
         command("check-config", "--config", str(config)),
@@ -98,9 +101,13 @@ def test_check_config_prints_the_route_table_without_secrets(tmp_path: Path) -> 
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert b"sk-very-secret" not in result.stdout and b"inner-secret" not in result.stdout
+    for secret in (b"sk-very-secret", b"inner-secret", b"redis-secret", b"serverless-secret"):
+        assert secret not in result.stdout
     report = orjson.loads(result.stdout)
     assert report["inner_api_key"] == "<set>"
+    assert report["forwarding"] == "to http://api:5001; model calls without a route are answered with a no-route error"
+    assert report["embedding_cache"]["store"] == "redis (single) + in-process L1"
+    assert report["serverless"]["api_key"] == "<set>" and report["serverless"]["default_tenant"] == "dev"
     assert report["routes"] == [
         {
             "route": "chat",
