@@ -70,6 +70,13 @@ class DifyConfig(_Strict):
     # Deadline for one forwarded exchange, reply body included.
     forward_timeout_s: float = Field(default=600.0, gt=0)
 
+    @field_validator("inner_api_key", "api_key")
+    @classmethod
+    def _key_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("the key is empty (is the environment variable it comes from set?)")
+        return key
+
 
 class EmbeddingCacheConfig(_Strict):
     enabled: bool = True

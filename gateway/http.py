@@ -29,7 +29,7 @@ M = TypeVar("M", bound=BaseModel)
 def check_inner_api_key(request: Request, expected: bytes) -> None:
     supplied = request.headers.get("x-inner-api-key")
     # Constant-time compare, so response timing does not reveal how much of a guess matched.
-    if supplied is None or not hmac.compare_digest(supplied.encode(), expected):
+    if not supplied or not hmac.compare_digest(supplied.encode(), expected):
         raise Unauthorized("unauthorized: missing or wrong X-Inner-Api-Key")
 
 

@@ -13,7 +13,6 @@ cancelled), the waiter embeds the input itself.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -126,13 +125,16 @@ class EmbeddingCache:
     async def _agree_on_dims(
         self, keys: list[str], fresh: set[str], first: dict[str, MediaInput], rows: dict[str, Vector], fetch: Fetch
     ) -> int:
-        """Stored vectors whose length differs from the fresh ones (or, with none fresh, from
-        most of them) are stale - the model behind the target changed: embed them again."""
-        lengths = Counter(len(rows[k]) for k in keys)
-        if len(lengths) <= 1:
+        """Vectors of different lengths mean the model behind the target changed: stored ones
+        that differ from the fresh ones are stale. With nothing fresh there is no telling which
+        stored ones are current, so all of them are embedded again (and the store corrected)."""
+        if len({len(rows[k]) for k in keys}) <= 1:
             return 0
-        expected = len(rows[next(iter(fresh))]) if fresh else lengths.most_common(1)[0][0]
-        stale = [k for k in keys if len(rows[k]) != expected]
+        if fresh:
+            expected = len(rows[next(iter(fresh))])
+            stale = [k for k in keys if len(rows[k]) != expected]
+        else:
+            stale = list(keys)
         tokens = await self._fetch_and_store(stale, first, rows, fetch)
         if len({len(rows[k]) for k in keys}) > 1:
             raise UpstreamUnavailable("upstream returned vectors of different lengths for one model")

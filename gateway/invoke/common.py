@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from decimal import Decimal
 from typing import TypeVar
 
@@ -38,7 +38,20 @@ async def within(awaitable: Awaitable[T], timeout_s: float, where: str) -> T:
     try:
         return await asyncio.wait_for(awaitable, max(timeout_s, 0.001))
     except TimeoutError:
-        raise UpstreamTimeout(f"upstream did not answer within {timeout_s:g} s ({where})") from None
+        raise UpstreamTimeout(f"upstream did not answer within {max(timeout_s, 0):g} s ({where})") from None
+
+
+async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Like ``asyncio.gather``, but the first failure cancels the rest: pieces of a request
+    that has already failed must not go on calling (and paying) the upstream."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def target_prices(target: Target, model_map: ModelMap) -> Prices | None:

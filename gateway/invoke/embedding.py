@@ -11,7 +11,7 @@ from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, InputType, Med
 from gateway.adapters.registry import Backends
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.errors import UpstreamUnavailable
-from gateway.invoke.common import resolve, target_prices, timeout_for, upstream_context, within
+from gateway.invoke.common import gather_all, resolve, target_prices, timeout_for, upstream_context, within
 from gateway.invoke.llm_reply import estimate_tokens
 from gateway.pricing import ModelMap, price
 from gateway.protocol.requests import MultimodalEmbeddingInvokeRequest, TextEmbeddingInvokeRequest
@@ -129,7 +129,7 @@ class EmbeddingService:
                 )
             return out
 
-        outputs = await within(asyncio.gather(*(one(b) for b in batches)), timeout_s, where)
+        outputs = await within(gather_all(one(b) for b in batches), timeout_s, where)
         vectors = [v for out in outputs for v in out.vectors]
         dims = {len(v) for v in vectors}
         if len(dims) > 1 or 0 in dims:

@@ -17,7 +17,7 @@ from gateway.adapters.base import ChatCall, UpstreamContext
 from gateway.adapters.registry import Backends
 from gateway.config import TargetConfig
 from gateway.errors import UpstreamTimeout
-from gateway.invoke.common import within
+from gateway.invoke.common import gather_all, within
 from gateway.invoke.llm_reply import estimate_tokens
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import SummaryInvokeRequest
@@ -96,7 +96,7 @@ class SummaryService:
 
         for _ in range(MAX_ROUNDS):
             pieces = split_pieces(text, self._context_tokens, tokens(system))
-            summaries = await asyncio.gather(*(one(p) for p in pieces))
+            summaries = await gather_all(one(p) for p in pieces)
             result = "\n".join(s.strip() for s in summaries)
             if tokens(result) <= self._context_tokens * 0.7 or len(result) >= len(text):
                 return {"summary": result}

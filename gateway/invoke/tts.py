@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from gateway.adapters.base import SpeechAdapter, SpeechCall, SpeechOutput
 from gateway.adapters.registry import Backends
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.invoke.common import resolve, timeout_for, upstream_context, within
 from gateway.invoke.text_split import speech_pieces
 from gateway.protocol.envelope import data_frame
@@ -60,13 +60,17 @@ class TTSService:
         deadline = time.monotonic() + timeout_s
         waiting = deque(calls)
         running: deque[asyncio.Task[SpeechOutput]] = deque()
+        sent = False
         try:
             while waiting or running:
                 while waiting and len(running) < LOOKAHEAD:
                     running.append(asyncio.ensure_future(adapter.speak(waiting.popleft())))
                 output = await within(running.popleft(), deadline - time.monotonic(), where)
                 for frame in audio_frames(output):
+                    sent = True
                     yield frame
+            if not sent:
+                raise UpstreamUnavailable(f"upstream returned no audio ({where})")
         finally:
             for task in running:
                 task.cancel()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 TenantId = Annotated[str, Field(min_length=1)]
 
@@ -35,6 +35,13 @@ class ServerlessConfig(BaseModel):
     tenants: dict[str, TenantId] = Field(default_factory=dict)
     # Blank lines sent while a reply is pending; the SDK gives up after 250 s without a byte.
     heartbeat_s: float = Field(default=15.0, gt=0, le=120)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("an empty key would let anyone in: set a key or leave it out")
+        return key
 
     @model_validator(mode="after")
     def _enabled_needs_a_tenant(self) -> ServerlessConfig:

@@ -178,7 +178,7 @@ class ServerlessEndpoint:
         elif scheme.lower() == "bearer":
             supplied = credentials.strip().encode()
         # Constant-time compare, so timing does not reveal how much of a guess matched.
-        if supplied is None or not hmac.compare_digest(supplied, self._key):
+        if not supplied or not hmac.compare_digest(supplied, self._key):
             raise Unauthorized("unauthorized: missing or wrong serverless key (HTTP Basic password or Bearer token)")
 
     def tenant_for(self, session_id: str) -> str:

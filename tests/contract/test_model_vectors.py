@@ -230,3 +230,10 @@ def test_batch_of_2048_texts_keeps_order(gateway: GatewayServer, fake: FakeUpstr
     data = post_unary(gateway.url, "text-embedding", body, timeout=120).ok()
     assert data["embeddings"] == [fake_embedding(t, 8) for t in texts]
     assert fake.count("/v1/embeddings") == 1  # OpenAI takes 2,048 inputs per call
+
+
+def test_12_tts_without_audio_is_an_error_frame(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    fake.script("tts-1", Speech(size=0))
+    reply = post_stream(gateway.url, "/inner/api/invoke/tts", load_vector("12")["request"], kind="tts")
+    assert reply.status == 200 and reply.outcome.chunks == []
+    assert reply.outcome.error is not None and "no audio" in reply.outcome.error

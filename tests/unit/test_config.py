@@ -119,3 +119,17 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_unreadable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"dify.inner_api_key: cannot read"):
         parse_config({"dify": {"inner_api_key": f"file:{tmp_path}/none"}}, "x.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "dify: {inner_api_key: ''}\n",
+        "dify: {inner_api_key: k, api_key: '  '}\n",
+        "serverless: {enabled: true, default_tenant: t, api_key: ''}\n",
+        "dify: {inner_api_key: '${EMPTY}'}\n",
+    ],
+)
+def test_empty_keys_are_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(write(tmp_path, text), env={"EMPTY": ""})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -11,6 +12,7 @@ from gateway.adapters.base import ScoredDoc
 from gateway.audio import FLAC, M4A, MP3, OGG, WAV, WEBM, sniff_audio
 from gateway.config import TargetConfig
 from gateway.errors import BadRequest, UpstreamUnavailable
+from gateway.invoke.common import gather_all
 from gateway.invoke.embedding import batch_size
 from gateway.invoke.rerank import rank
 from gateway.invoke.speech2text import decode_hex_audio
@@ -148,3 +150,23 @@ def test_batch_size_by_provider_and_override() -> None:
     assert batch_size(target("cohere/embed-english-v3.0")) == 96
     assert batch_size(target("hosted_vllm/bge")) == 256
     assert batch_size(target("cohere/embed-english-v3.0", max_batch_size=10)) == 10
+
+
+@pytest.mark.asyncio
+async def test_gather_all_cancels_the_rest_after_a_failure() -> None:
+    started: list[int] = []
+    gate = asyncio.Semaphore(2)
+
+    async def piece(n: int) -> int:
+        async with gate:
+            started.append(n)
+            await asyncio.sleep(0.01)
+            if n == 0:
+                raise UpstreamUnavailable("piece 0 failed")
+            return n
+
+    with pytest.raises(UpstreamUnavailable):
+        await gather_all(piece(n) for n in range(40))
+    await asyncio.sleep(0.1)
+    assert len(started) <= 4  # not all 40 went on to call the upstream
+    assert await gather_all(piece(n) for n in range(1, 5)) == [1, 2, 3, 4]
