@@ -34,13 +34,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, NoReturn, Self, TypeAlias
+from typing import Any, Literal, NoReturn, TypeAlias
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.protocol.envelope import data_frame
+from tests.fakes.loopback import LoopbackServer
 
 __all__ = [
     "NOT_FOUND_BODY",
@@ -69,7 +69,6 @@ NOT_FOUND_BODY: dict[str, Any] = {
 # Before a reset the server waits this long so the client has read what was written: a
 # receiver drops data still unread when the RST arrives.
 RESET_GRACE_S = 0.05
-_SHUTDOWN_TIMEOUT_S = 0.5
 
 
 # --------------------------------------------------------------------------
@@ -183,65 +182,17 @@ class _State:
     scripts: dict[str, deque[Behaviour]] = field(default_factory=dict)
 
 
-class FakeDify:
+class FakeDify(LoopbackServer):
     """Scripted Dify API on 127.0.0.1 (see the module docstring)."""
 
+    client_max_size = 256 * 1024 * 1024
+
     def __init__(self) -> None:
+        super().__init__()
         self._state = _State()
         self._seq = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        self._inflight: dict[asyncio.Task[Any], asyncio.Transport | None] = {}
 
-    # -- lifecycle ---------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("FakeDify already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-dify", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        self._port = asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout=5)
-
-    def stop(self) -> None:
-        """Close every connection (in-flight handlers are cancelled) and the loop."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=5)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=5)
-            self._loop = self._thread = None
-            self._port = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeDify is not running")
-        return self._port
+    # -- addresses ---------------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -297,45 +248,6 @@ class FakeDify:
             if not queue:
                 return None
             return queue.popleft() if len(queue) > 1 else queue[0]
-
-    # -- server thread -----------------------------------------------------
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
-            loop.close()
-
-    async def _astart(self) -> int:
-        app = web.Application(client_max_size=256 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # handler_cancellation: a client disconnect cancels the handler, which is how Hang
-        # ends and how "disconnected" outcomes get recorded.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        port: int = sock.getsockname()[1]
-        return port
-
-    async def _astop(self) -> None:
-        tasks = list(self._inflight)
-        for task, transport in self._inflight.items():
-            if transport is not None:
-                transport.abort()
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_SHUTDOWN_TIMEOUT_S)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # -- request handling --------------------------------------------------
 

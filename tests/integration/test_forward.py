@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +29,7 @@ from gateway.forward import DifyForwarder, _FrameTracker
 from gateway.protocol.envelope import data_frame, error_frame
 from gateway.protocol.framing import FrameDecodeError, FrameDecoder, decode_frames
 from tests.fakes.dify import NOT_FOUND_BODY, Behaviour, FakeDify, Frames, Json, Raw, Reset, frames
+from tests.support.server import AppServer
 
 DAEMON_KEY = "daemon-side-key"
 DIFY_KEY = "dify-side-key"
@@ -43,7 +42,7 @@ BODY = b'{"tenant_id":"t1","user_id":"u1","type":"tool","tool_parameters":{"q":"
 HOP_HEADERS = {"date", "server", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
-class ForwardServer:
+class ForwardServer(AppServer):
     """``DifyForwarder`` behind a catch-all starlette route, served by uvicorn in a thread."""
 
     def __init__(self, api_url: str, **options: Any) -> None:
@@ -62,27 +61,7 @@ class ForwardServer:
 
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         app = Starlette(routes=[Route("/{rest:path}", endpoint, methods=methods)], lifespan=lifespan)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="asyncio", lifespan="on", log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> ForwardServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the forwarding test server did not start")
-            time.sleep(0.005)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-    @property
-    def url(self) -> str:
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        super().__init__(app)
 
 
 @pytest.fixture(scope="module")

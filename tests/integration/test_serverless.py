@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from gateway.app import Gateway, create_app
@@ -34,6 +31,7 @@ from tests.fakes.upstream import (
     fake_audio,
     fake_embedding,
 )
+from tests.support.server import AppServer
 from tests.support.vectors import load_vector
 
 KEY = "plugin-key-42"
@@ -59,30 +57,10 @@ class TransactionApp:
             await self.gateway(scope, receive, send)
 
 
-class Server:
+class Server(AppServer):
     def __init__(self, app: TransactionApp) -> None:
         self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="asyncio", lifespan="on", log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.005)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-    @property
-    def url(self) -> str:
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        super().__init__(app)
 
 
 @pytest.fixture(scope="module")
