@@ -32,6 +32,7 @@ from gateway.forward import DifyForwarder
 from gateway.http import (
     INNER_PREFIX,
     JSON_MEDIA_TYPE,
+    ClientGone,
     check_inner_api_key,
     envelope_response,
     error_response,
@@ -41,6 +42,7 @@ from gateway.http import (
     read_body,
     stream_response,
     unary_error_response,
+    unless_disconnected,
 )
 from gateway.invoke.embedding import EmbeddingService
 from gateway.invoke.llm import LLMService
@@ -64,6 +66,10 @@ from gateway.protocol.requests import (
     TTSInvokeRequest,
 )
 from gateway.redaction import Redactor
+from gateway.resilience.drain import Drain
+from gateway.resilience.health import TargetHealth
+from gateway.resilience.plan import Resilience, Trace, current_trace
+from gateway.resilience.shared import SharedBreakers
 from gateway.routing import RouteTable
 from gateway.serverless import TRANSACTION_PATH, ServerlessEndpoint
 
@@ -84,16 +90,23 @@ class Gateway:
         self.routes = RouteTable(config.routes)
         self.backends = backends or Backends()
         self.model_map = ModelMap()
-        self.llm = LLMService(self.routes, self.backends, self.model_map)
+        self.health = TargetHealth(config.resilience.breaker)
+        self.resilience = Resilience(config.resilience.retry, self.health)
+        self.shared_breakers = SharedBreakers.build(config.cache, config.resilience.breaker, self.health)
+        self.llm = LLMService(self.routes, self.backends, self.model_map, self.resilience)
         self.embedding_cache = build_embedding_cache(config.cache)
-        self.embedding = EmbeddingService(self.routes, self.backends, self.model_map, self.embedding_cache)
-        self.metrics = build_registry(self.embedding_cache)
-        self.rerank = RerankService(self.routes, self.backends)
-        self.tts = TTSService(self.routes, self.backends)
-        self.speech2text = Speech2TextService(self.routes, self.backends)
-        self.moderation = ModerationService(self.routes, self.backends)
+        self.embedding = EmbeddingService(
+            self.routes, self.backends, self.model_map, self.resilience, self.embedding_cache
+        )
+        self.metrics = build_registry(self.embedding_cache, self)
+        self.rerank = RerankService(self.routes, self.backends, self.resilience)
+        self.tts = TTSService(self.routes, self.backends, self.resilience)
+        self.speech2text = Speech2TextService(self.routes, self.backends, self.resilience)
+        self.moderation = ModerationService(self.routes, self.backends, self.resilience)
         self.summary = (
-            SummaryService(config.summary_model, config.summary_concurrency, self.backends, self.model_map)
+            SummaryService(
+                config.summary_model, config.summary_concurrency, self.backends, self.model_map, self.resilience
+            )
             if config.summary_model is not None
             else None
         )
@@ -108,9 +121,12 @@ class Gateway:
             else None
         )
         self._passthrough = self.forwarder is not None and config.dify.passthrough
-        self.redactor = Redactor(config.secrets())
+        self.redactor: Redactor = Redactor(config.secrets())
         self.started_at = time.time()
         self.ready = False
+        self.drain = Drain(config.server.drain_grace_s, config.server.drain_timeout_s)
+        self.in_flight = 0
+        self._max_in_flight = config.server.max_in_flight
         self._key = config.dify.inner_api_key.get_secret_value().encode()
         self._max_body = config.server.max_body_bytes
         self._warmups: list[asyncio.Task[Any]] = []
@@ -132,16 +148,47 @@ class Gateway:
             "/healthz": self.healthz,
             "/readyz": self.readyz,
             "/metrics": self.metrics_page,
+            "/status/targets": self.status_targets,
         }
 
     # --- ASGI -------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if INNER_PREFIX in scope["path"]:
+                await self._counted(scope, receive, send)
+                return
             response = await self._dispatch(Request(scope, receive))
             await response(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An inner-API request: counted while in flight (streams until their last frame),
+        refused fast above the cap, traced for the reply's headers."""
+        if self._max_in_flight and self.in_flight >= self._max_in_flight:
+            overloaded = GatewayError(
+                f"gateway overloaded: {self.in_flight} requests in flight (server.max_in_flight); retry shortly"
+            )
+            response = error_response(overloaded, 429)
+            response.headers["retry-after"] = "1"
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        trace = Trace()
+        token = current_trace.set(trace)
+        try:
+            response = await self._dispatch(Request(scope, receive))
+            if trace.attempts:
+                response.headers["x-dify-gateway-attempts"] = str(trace.attempts)
+                if trace.target is not None:
+                    response.headers["x-dify-gateway-target"] = trace.target.label
+            if self.drain.draining:
+                response.headers["connection"] = "close"  # clients stop reusing this instance
+            await response(scope, receive, send)
+        finally:
+            current_trace.reset(token)
+            self.in_flight -= 1
 
     async def _dispatch(self, request: Request) -> Response:
         path: str = request.scope["path"]
@@ -171,6 +218,8 @@ class Gateway:
                 return error_response(NotFound(f"{request.method} /inner/api/{inner_path}: only POST is served"), 405)
             try:
                 return await handler(request)
+            except ClientGone:
+                return Response(status_code=499)  # nobody is listening; nothing to send
             except NoRoute:
                 body = request.scope.get(_BODY_KEY)
                 if not self._passthrough or self.forwarder is None or body is None:
@@ -188,10 +237,13 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.startup()
+                self.drain.install()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for task in self._warmups:
                     task.cancel()
+                if self.shared_breakers is not None:
+                    await self.shared_breakers.aclose()
                 await self.backends.aclose()
                 if self.embedding_cache is not None:
                     await self.embedding_cache.store.aclose()
@@ -207,6 +259,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         if self._needs_litellm():
             self._warmups.append(loop.create_task(load_litellm()))
+        if self.shared_breakers is not None:
+            self.shared_breakers.start()
         if self.embedding_cache is not None:
             redis = getattr(self.embedding_cache.store, "l2", self.embedding_cache.store)
             if isinstance(redis, RedisStore):
@@ -255,11 +309,11 @@ class Gateway:
 
     async def invoke_llm(self, request: Request) -> Response:
         invocation = parse_model(LLMInvokeRequest, await self._body(request))
-        return await stream_response(self.llm.frames(invocation), self.redactor)
+        return await stream_response(self.llm.frames(invocation), self.redactor, receive=request.receive)
 
     async def invoke_structured_output(self, request: Request) -> Response:
         invocation = parse_model(StructuredOutputInvokeRequest, await self._body(request))
-        return await stream_response(self.llm.frames(invocation), self.redactor)
+        return await stream_response(self.llm.frames(invocation), self.redactor, receive=request.receive)
 
     async def _unary(self, request: Request, model: type[M], run: Callable[[M], Awaitable[Any]]) -> Response:
         """Parse, run, and answer with an envelope; backend failures stay HTTP 200 (as Dify)."""
@@ -286,7 +340,9 @@ class Gateway:
 
     async def invoke_tts(self, request: Request) -> Response:
         invocation = parse_model(TTSInvokeRequest, await self._body(request))
-        return await stream_response(self.tts.frames(invocation), self.redactor, upstream_errors_in_stream=True)
+        return await stream_response(
+            self.tts.frames(invocation), self.redactor, upstream_errors_in_stream=True, receive=request.receive
+        )
 
     async def invoke_summary(self, request: Request) -> Response:
         body = await self._raw_body(request)
@@ -302,7 +358,7 @@ class Gateway:
 
     async def _run_unary(self, request: Request, run: Callable[[], Awaitable[Any]]) -> Response:
         try:
-            return envelope_response(await run())
+            return envelope_response(await unless_disconnected(request.receive, run()))
         except UpstreamError as exc:
             log.warning("%s failed: %s", request.scope["path"], self.redactor(exc.message))
             return unary_error_response(exc, self.redactor)
@@ -313,7 +369,24 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON_MEDIA_TYPE)
 
+    async def status_targets(self, request: Request) -> Response:
+        """Each backend's health (breaker, in flight, recent errors); read-only, no secrets,
+        behind the inner API key (it names the backends)."""
+        try:
+            check_inner_api_key(request, self._key)
+        except GatewayError as exc:
+            return error_response(exc)
+        body = {
+            "in_flight": self.in_flight,
+            "draining": self.drain.draining,
+            "shared_breakers": self.shared_breakers is not None,
+            "targets": self.health.snapshot(),
+        }
+        return Response(orjson.dumps(body), media_type=JSON_MEDIA_TYPE)
+
     async def readyz(self, request: Request) -> Response:
+        if self.drain.draining:
+            return Response(b'{"status":"draining"}', status_code=503, media_type=JSON_MEDIA_TYPE)
         if not self.ready:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON_MEDIA_TYPE)
         body: dict[str, Any] = {"status": "ready", "uptime_s": round(time.time() - self.started_at, 3)}

@@ -23,6 +23,26 @@ def _load(path: str | None) -> GatewayConfig:
         raise SystemExit(2) from None
 
 
+HOST_ENV = "DIFY_GATEWAY_HOST"
+PORT_ENV = "DIFY_GATEWAY_PORT"
+WORKERS_ENV = "DIFY_GATEWAY_WORKERS"
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        print(f"dify-gateway: {name} must be a whole number, not {raw!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if value < 1:
+        print(f"dify-gateway: {name} must be at least 1, not {value}", file=sys.stderr)
+        raise SystemExit(2)
+    return value
+
+
 def app_factory() -> object:
     """Entry point for uvicorn workers: the config path comes from the environment."""
     from gateway.app import create_app
@@ -41,8 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
-    host = args.host or config.server.host
-    port = args.port or config.server.port
+    host = args.host or os.environ.get(HOST_ENV) or config.server.host
+    port = args.port or _env_int(PORT_ENV) or config.server.port
+    workers = args.workers or _env_int(WORKERS_ENV) or 1
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("dify_gateway").info(
         "dify-gateway %s serving on %s:%d with %d route(s) from %s",
@@ -60,11 +81,13 @@ def _serve(args: argparse.Namespace) -> int:
         "access_log": config.server.access_log,
         "log_level": config.server.log_level,
         "lifespan": "on",
+        # Requests in flight when the server stops get this long (see server.drain_timeout_s).
+        "timeout_graceful_shutdown": config.server.drain_timeout_s,
     }
-    if args.workers > 1:
+    if workers > 1:
         if args.config:
             os.environ[CONFIG_ENV] = args.config
-        uvicorn.run("gateway.cli:app_factory", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     else:
         from gateway.app import create_app
 
@@ -129,9 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the inner API")
     serve.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")
-    serve.add_argument("--host", help="listen address (default: server.host, 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="listen port (default: server.port, 8080)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    serve.add_argument("--host", help=f"listen address (default: ${HOST_ENV}, else server.host, 0.0.0.0)")
+    serve.add_argument("--port", type=int, help=f"listen port (default: ${PORT_ENV}, else server.port, 8080)")
+    serve.add_argument("--workers", type=int, help=f"worker processes (default: ${WORKERS_ENV}, else 1)")
     serve.set_defaults(run=_serve)
     check = sub.add_parser("check-config", help="validate the configuration and print the route table")
     check.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")

@@ -56,6 +56,14 @@ class ServerConfig(_Strict):
     # Load the embedded models the routes use at start-up (readiness waits for them);
     # false loads each on its first call instead.
     preload_local_models: bool = True
+    # Invocations one process serves at once; above it callers get a fast "overloaded" 429
+    # instead of an unbounded queue (0: no cap).
+    max_in_flight: int = Field(default=1000, ge=0)
+    # Graceful drain on SIGTERM: readiness turns 503 at once; new requests are still served
+    # for drain_grace_s (while load balancers take the instance out), then the listener
+    # closes and requests in flight get up to drain_timeout_s to finish.
+    drain_grace_s: float = Field(default=5.0, ge=0, le=600)
+    drain_timeout_s: float = Field(default=120.0, ge=0, le=3600)
 
 
 class DifyConfig(_Strict):
@@ -114,9 +122,44 @@ class CacheConfig(_Strict):
 
 
 class Timeouts(_Strict):
+    # Opening the connection to the upstream.
     connect_s: float = Field(default=10.0, gt=0)
-    # Total defaults below the daemon's 240 s read deadline so callers get a clean error.
+    # Streams: the first upstream chunk must come within ttft_s of the attempt's start, and
+    # each later one within idle_s of the one before.
+    ttft_s: float = Field(default=60.0, gt=0)
+    idle_s: float = Field(default=60.0, gt=0)
+    # The whole request, retries and fallbacks included. Below the daemon's 240 s read
+    # deadline so the caller gets a clean error instead of a cut connection.
     total_s: float = Field(default=230.0, gt=0)
+
+
+class RetryConfig(_Strict):
+    # Waits between attempts on the same target: exponential from backoff_initial_s, at most
+    # backoff_max_s, with jitter.
+    backoff_initial_s: float = Field(default=0.1, ge=0)
+    backoff_max_s: float = Field(default=2.0, ge=0)
+    # An upstream's Retry-After is honoured up to this; longer means "try another target".
+    retry_after_max_s: float = Field(default=10.0, ge=0)
+
+
+class BreakerConfig(_Strict):
+    """Per target: open after ``failures`` consecutive failures, or when at least
+    ``error_ratio`` of the last ``window_s`` seconds' calls failed (once there were
+    ``min_calls``); after ``cooldown_s`` one probe call decides whether it closes."""
+
+    enabled: bool = True
+    failures: int = Field(default=5, ge=1)
+    error_ratio: float = Field(default=0.5, gt=0, le=1)
+    window_s: float = Field(default=30.0, gt=0, le=600)
+    min_calls: int = Field(default=20, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    # Share open breakers between replicas through the cache's Redis (cache.redis_url).
+    shared: bool = False
+
+
+class ResilienceConfig(_Strict):
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
 class TargetConfig(_Strict):
@@ -141,6 +184,10 @@ class TargetConfig(_Strict):
     max_batch_size: int | None = Field(default=None, ge=1)
     # Summary: the model's context window in tokens (default: litellm's model map, else 2048).
     context_tokens: int | None = Field(default=None, ge=256)
+    # Rate hints (this process's requests and tokens per minute): a target at its limit is
+    # passed over for the route's other targets and fallbacks.
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
     # Completion params applied under the request's own (the request wins).
     params: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -173,11 +220,28 @@ class RouteConfig(_Strict):
     name: str | None = None
     match: RouteMatch
     targets: list[TargetConfig] = Field(min_length=1)
+    # Tried in order once the chosen target (and the route's other targets) have failed.
+    fallbacks: list[TargetConfig] = Field(default_factory=list)
+    # "weighted": random by weight; "least_in_flight": the target with the fewest calls
+    # in flight (ties by weight).
+    balancing: Literal["weighted", "least_in_flight"] = "weighted"
+    # Retries of the same target after a retryable failure (connect error, 408, 429, 5xx,
+    # a stream that failed before its first byte reached the daemon).
+    retries: int = Field(default=2, ge=0, le=10)
+    # Upstream attempts one request may make in all (default: retries + one per target and
+    # fallback).
+    max_attempts: int | None = Field(default=None, ge=1, le=50)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @property
+    def attempt_budget(self) -> int:
+        if self.max_attempts is not None:
+            return self.max_attempts
+        return self.retries + len(self.targets) + len(self.fallbacks)
 
     @model_validator(mode="after")
     def _local_targets_serve_the_types(self) -> RouteConfig:
-        for target in self.targets:
+        for target in [*self.targets, *self.fallbacks]:
             if target.model.startswith(_NEEDS_API_BASE) and not target.api_base:
                 raise ValueError(f"target {target.model!r} needs api_base (the server's URL)")
             if not is_local(target.model):
@@ -197,6 +261,7 @@ class GatewayConfig(_Strict):
     dify: DifyConfig = Field(default_factory=DifyConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     summary_model: TargetConfig | None = None
     serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
     # How many pieces of a long text are summarised at once.
@@ -212,6 +277,13 @@ class GatewayConfig(_Strict):
         if dupes:
             raise ValueError(f"route names must be unique, repeated: {', '.join(dupes)}")
         return routes
+
+    @model_validator(mode="after")
+    def _shared_breakers_need_redis(self) -> GatewayConfig:
+        breaker = self.resilience.breaker
+        if breaker.shared and self.cache.redis_url is None and self.cache.redis_mode != "sentinel":
+            raise ValueError("resilience.breaker.shared needs Redis: set cache.redis_url")
+        return self
 
     @field_validator("summary_model")
     @classmethod

@@ -7,8 +7,10 @@
     ├── PayloadTooLarge   413     the body exceeds server.max_body_bytes
     ├── NoRoute           404     no route serves this type/provider/model
     └── UpstreamError     502     the backend failed; subclasses keep its meaning
-        ├── UpstreamBadRequest    400  the backend rejected the request (4xx other than below)
-        ├── UpstreamAuthError     502  the backend refused the gateway's credentials
+        ├── UpstreamBadRequest    400  the backend rejected the request (4xx other than below);
+        │                              never retried, never sent to another target
+        ├── UpstreamAuthError     502  the backend refused the gateway's credentials; the next
+        │                              target may be tried, this one is not retried
         ├── UpstreamRateLimited   429
         ├── UpstreamTimeout       504
         └── UpstreamUnavailable   502  connection failure, 5xx, broken or malformed stream
@@ -53,20 +55,25 @@ class UpstreamError(GatewayError):
     status = 502
     # Whether another attempt may succeed (connect errors, 429, 5xx, timeouts).
     retryable: bool = True
+    # Whether another target may succeed where this one did not (its credentials, its health).
+    failover: bool = True
 
-    def __init__(self, message: str, upstream_status: int | None = None) -> None:
+    def __init__(self, message: str, upstream_status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.upstream_status = upstream_status
+        # The upstream's Retry-After, in seconds, when it sent one.
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamBadRequest(UpstreamError):
     status = 400
     retryable = False
+    failover = False  # the request itself is wrong: every target would refuse it
 
 
 class UpstreamAuthError(UpstreamError):
     status = 502
-    retryable = False
+    retryable = False  # the same credentials fail again; another target has its own
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -94,3 +101,27 @@ def upstream_error_for_status(status: int | None) -> type[UpstreamError]:
     if 400 <= status < 500:
         return UpstreamBadRequest
     return UpstreamUnavailable
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """An HTTP ``Retry-After`` value (seconds or an HTTP date) in seconds; None if absent or odd."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        import time
+
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds < 0:  # NaN or in the past
+        return 0.0 if seconds == seconds else None
+    return seconds

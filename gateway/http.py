@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized, UpstreamError
 from gateway.protocol.envelope import error_body, error_frame, ok_body
@@ -24,6 +26,39 @@ JSON_MEDIA_TYPE = "application/json"
 INTERNAL_ERROR = "internal gateway error; the gateway log has the details"
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The caller closed the connection before the reply started."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(receive: Receive, awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result; cancelled (``ClientGone``) if the caller hangs up first.
+
+    Only once the request body has been read: from then on the server's ``receive`` has
+    nothing but the disconnect to report. So an upstream call nobody waits for any more
+    stops at once instead of running (and being paid for) to its end.
+    """
+    work = asyncio.ensure_future(awaitable)
+    watch = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    raise ClientGone
 
 
 def check_inner_api_key(request: Request, expected: bytes) -> None:
@@ -90,9 +125,15 @@ def internal_error_response() -> Response:
 
 
 async def stream_response(
-    frames: AsyncIterator[bytes], redact: Callable[[str], str], upstream_errors_in_stream: bool = False
+    frames: AsyncIterator[bytes],
+    redact: Callable[[str], str],
+    upstream_errors_in_stream: bool = False,
+    receive: Receive | None = None,
 ) -> Response:
     """A framed stream whose first frame is awaited before the status is sent.
+
+    With ``receive``, the wait for the first frame ends (``ClientGone``) if the caller hangs
+    up; once streaming, the server notices that itself and stops the frames.
 
     Errors before the first frame propagate (the caller answers non-200) unless
     ``upstream_errors_in_stream`` is set: then a backend failure becomes a 200 stream of one
@@ -100,7 +141,11 @@ async def stream_response(
     error frame, because the status can no longer change.
     """
     try:
-        first = await anext(frames)  # StopAsyncIteration cannot happen: every reply has a frame
+        # StopAsyncIteration cannot happen: every reply has a frame.
+        first = await (anext(frames) if receive is None else unless_disconnected(receive, anext(frames)))
+    except ClientGone:
+        await _close(frames)
+        raise
     except UpstreamError as exc:
         if not upstream_errors_in_stream:
             raise
@@ -108,6 +153,12 @@ async def stream_response(
         log.warning("stream failed before it started: %s", message)
         return StreamingResponse(_one(error_frame(message)), media_type=STREAM_MEDIA_TYPE)
     return StreamingResponse(_continue(first, frames, redact), media_type=STREAM_MEDIA_TYPE)
+
+
+async def _close(frames: AsyncIterator[bytes]) -> None:
+    aclose = getattr(frames, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _one(frame: bytes) -> AsyncIterator[bytes]:

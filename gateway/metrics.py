@@ -6,7 +6,8 @@ several apps in one process never see each other's numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.cache.store import StoreStats, VectorStore
+from gateway.resilience.health import TargetHealth
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BREAKER_STATES = ("closed", "open", "half-open")
@@ -87,11 +89,77 @@ def _store_metrics(store: VectorStore) -> Iterator[Metric]:
         yield breaker
 
 
-def build_registry(cache: EmbeddingCache | None) -> CollectorRegistry:
+class ResilienceCollector(Collector):
+    """Backends' breakers and calls in flight, and the process's own load and drain state.
+
+    Labelled by the target as configured (``openai/{model}`` is one label however many
+    models callers name), so the series count is bounded by the configuration.
+    """
+
+    def __init__(self, health: TargetHealth, in_flight: Callable[[], int], draining: Callable[[], bool]) -> None:
+        self._health = health
+        self._in_flight = in_flight
+        self._draining = draining
+
+    def collect(self) -> Iterator[Metric]:
+        not_closed: dict[tuple[str, str], int] = {}
+        in_flight: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        calls: dict[str, int] = {}
+        for state in self._health.states():
+            in_flight[state.label] = in_flight.get(state.label, 0) + state.in_flight
+            calls[state.label] = calls.get(state.label, 0) + state.calls
+            failures[state.label] = failures.get(state.label, 0) + state.failures
+            for name in _BREAKER_STATES:
+                key = (state.label, name)
+                not_closed[key] = not_closed.get(key, 0) + (state.state == name)
+        breakers = GaugeMetricFamily(
+            "dify_gateway_target_breaker_state",
+            "Backends of a configured target in each breaker state",
+            labels=["target", "state"],
+        )
+        for (label, name), count in sorted(not_closed.items()):
+            breakers.add_metric([label, name], count)
+        yield breakers
+        flight = GaugeMetricFamily("dify_gateway_target_in_flight", "Upstream calls in flight", labels=["target"])
+        attempts = CounterMetricFamily("dify_gateway_target_attempts", "Upstream attempts started", labels=["target"])
+        failed = CounterMetricFamily("dify_gateway_target_failures", "Upstream attempts that failed", labels=["target"])
+        for label in sorted(in_flight):
+            flight.add_metric([label], in_flight[label])
+            attempts.add_metric([label], calls[label])
+            failed.add_metric([label], failures[label])
+        yield flight
+        yield attempts
+        yield failed
+        yield GaugeMetricFamily("dify_gateway_in_flight", "Inner-API requests in flight", value=self._in_flight())
+        yield GaugeMetricFamily(
+            "dify_gateway_draining", "1 while the process drains after SIGTERM", value=float(self._draining())
+        )
+
+
+def build_registry(cache: EmbeddingCache | None, gateway: _Live | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if cache is not None:
         registry.register(EmbeddingCacheCollector(cache))
+    if gateway is not None:
+        registry.register(
+            ResilienceCollector(gateway.health, lambda: gateway.in_flight, lambda: gateway.drain.draining)
+        )
     return registry
+
+
+class _Live(Protocol):
+    """What the metrics read from the app."""
+
+    health: TargetHealth
+    in_flight: int
+
+    @property
+    def drain(self) -> _Draining: ...
+
+
+class _Draining(Protocol):
+    draining: bool
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import fnmatch
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from gateway.config import RouteConfig, TargetConfig
 
@@ -39,10 +40,35 @@ class Target:
 
     config: TargetConfig
     model: str  # the backend model string (litellm form, e.g. "openai/gpt-4o-mini")
+    # One backend's identity for its health (breaker, in-flight, rate hints): the same model
+    # at the same address is one backend, whichever routes use it. No credentials in it.
+    key: str = field(default="", compare=False)
+    fallback: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", target_key(self.config, self.model))
 
     @property
     def label(self) -> str:
         return self.model
+
+    @property
+    def model_name(self) -> str:
+        """The model without litellm's provider prefix ("gpt-4o-mini" for "openai/gpt-4o-mini")."""
+        return self.model.split("/", 1)[1] if "/" in self.model else self.model
+
+
+def target_key(config: TargetConfig, model: str) -> str:
+    if not config.api_base:
+        return model
+    parts = urlsplit(config.api_base)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a number: keep the address readable, the call will fail clearly
+        port = ""
+    address = f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path.rstrip('/')}"
+    return f"{model}@{address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +76,7 @@ class Resolution:
     route: RouteConfig
     route_label: str
     targets: tuple[Target, ...]
+    fallbacks: tuple[Target, ...] = ()
 
     def pick(self, rng: random.Random | None = None) -> Target:
         """A target chosen by weight."""
@@ -111,10 +138,13 @@ class RouteTable:
     def _resolve(self, model_type: str, provider: str, model: str, tenant: str) -> Resolution | None:
         for compiled in self._routes:
             if compiled.matches(model_type, provider, model, tenant):
-                targets = tuple(
-                    Target(config=t, model=render_model(t.model, provider, model)) for t in compiled.route.targets
+                route = compiled.route
+                targets = tuple(Target(config=t, model=render_model(t.model, provider, model)) for t in route.targets)
+                fallbacks = tuple(
+                    Target(config=t, model=render_model(t.model, provider, model), fallback=True)
+                    for t in route.fallbacks
                 )
-                return Resolution(route=compiled.route, route_label=compiled.label, targets=targets)
+                return Resolution(route=route, route_label=compiled.label, targets=targets, fallbacks=fallbacks)
         return None
 
     def describe(self) -> list[dict[str, object]]:
@@ -130,6 +160,11 @@ class RouteTable:
                     "model": m.model,
                     "tenants": list(m.tenants) if m.tenants else None,
                     "targets": [describe_target(t) for t in compiled.route.targets],
+                    "fallbacks": [describe_target(t) for t in compiled.route.fallbacks],
+                    "balancing": compiled.route.balancing,
+                    "retries": compiled.route.retries,
+                    "max_attempts": compiled.route.attempt_budget,
+                    "timeouts": compiled.route.timeouts.model_dump(),
                 }
             )
         return rows
@@ -142,6 +177,6 @@ def render_model(template: str, provider: str, model: str) -> str:
 def describe_target(target: TargetConfig) -> dict[str, object]:
     info: dict[str, object] = {"model": target.model, "weight": target.weight}
     if target.api_base:
-        info["api_base"] = target.api_base
+        info["api_base"] = target_key(target, "").removeprefix("@")  # without credentials in the URL
     info["api_key"] = "<set>" if target.api_key else None
     return info

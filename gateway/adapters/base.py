@@ -43,6 +43,7 @@ class ChatCall:
     # Set for "completion" mode: the prompt for a /completions-style call.
     prompt: str | None = None
     timeout_s: float = 230.0
+    connect_timeout_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -16,7 +16,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, upstream_error_for_status
+from gateway.errors import (
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    retry_after_seconds,
+    upstream_error_for_status,
+)
 
 MAX_DETAIL = 200
 
@@ -101,7 +107,8 @@ class HttpClient:
             detail = error_detail(body)
             if secret:
                 detail = detail.replace(secret, "***")
-            raise cls(f"upstream error HTTP {status} ({where}): {detail}", status)
+            retry_after = retry_after_seconds(reply_headers.get("Retry-After"))
+            raise cls(f"upstream error HTTP {status} ({where}): {detail}", status, retry_after)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -66,7 +66,7 @@ class LiteLLMChatAdapter:
         where = call.context.describe(call.target)
         try:
             litellm = await load_litellm()
-            kwargs = target_kwargs(call.target, call.timeout_s)
+            kwargs = target_kwargs(call.target, call.timeout_s, call.connect_timeout_s)
             kwargs.update(call.params)
             kwargs["stream"] = call.stream
             if call.stream:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+_CEILING_S = 600.0
+_CONNECT_S = 10.0
+
 
 class OpenAIClients:
     """``openai.AsyncOpenAI`` clients keyed by connection settings (no retries: the gateway retries)."""
@@ -25,17 +28,19 @@ class OpenAIClients:
             kwargs.get("api_key"),
             kwargs.get("organization"),
             tuple(sorted(headers.items())),
-            kwargs.get("timeout"),
         )
         client = self._clients.get(key)
         if client is None:
+            import httpx
             from openai import AsyncOpenAI
 
+            # Not keyed by timeout: each call's deadline differs (what is left of the
+            # request's) and is enforced around the call; this is only the client's ceiling.
             client = AsyncOpenAI(
                 api_key=kwargs.get("api_key") or "none",
                 base_url=kwargs.get("api_base"),
                 organization=kwargs.get("organization"),
-                timeout=kwargs.get("timeout"),
+                timeout=httpx.Timeout(_CEILING_S, connect=_CONNECT_S),
                 max_retries=0,
                 default_headers=headers or None,
             )

@@ -15,7 +15,7 @@ from gateway.routing import Target
 T = TypeVar("T")
 
 
-def target_kwargs(call_target: Target, timeout_s: float) -> dict[str, Any]:
+def target_kwargs(call_target: Target, timeout_s: float, connect_s: float | None = None) -> dict[str, Any]:
     """litellm connection kwargs for a target (keys, base URL, timeouts, passthrough)."""
     cfg = call_target.config
     kwargs: dict[str, Any] = dict(cfg.litellm_params)
@@ -30,7 +30,13 @@ def target_kwargs(call_target: Target, timeout_s: float) -> dict[str, Any]:
         kwargs["organization"] = cfg.organization
     if cfg.headers:
         kwargs["extra_headers"] = dict(cfg.headers)
-    kwargs["timeout"] = deadline_s(call_target, timeout_s)
+    total = deadline_s(call_target, timeout_s)
+    if connect_s is not None and connect_s < total:
+        import httpx  # litellm's own HTTP client: passes a split timeout on to the providers' clients
+
+        kwargs["timeout"] = httpx.Timeout(total, connect=connect_s)
+    else:
+        kwargs["timeout"] = total
     # Retries belong to the gateway: neither litellm nor the provider SDK may retry.
     kwargs["num_retries"] = 0
     kwargs["max_retries"] = 0
@@ -85,4 +91,4 @@ def scrub(err: UpstreamError, secret: str | None) -> UpstreamError:
     """``err`` with ``secret`` removed from its message (a new error of the same class)."""
     if not secret or secret not in err.message:
         return err
-    return type(err)(err.message.replace(secret, "***"), err.upstream_status)
+    return type(err)(err.message.replace(secret, "***"), err.upstream_status, err.retry_after_s)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, upstream_error_for_status
+from gateway.errors import (
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    retry_after_seconds,
+    upstream_error_for_status,
+)
 
 _NOISE = re.compile(r"^(litellm\.)?\w+Error:\s*|(litellm\.)?\w+Exception\s*-\s*")
 _MAX_DETAIL = 400
@@ -41,4 +47,20 @@ def map_litellm_error(exc: BaseException, where: str) -> UpstreamError:
         return UpstreamUnavailable(f"upstream unreachable or failed ({where}): {_detail(exc)}", None)
     cls = upstream_error_for_status(status)
     label = f"HTTP {status}" if status else name
-    return cls(f"upstream error {label} ({where}): {_detail(exc)}", status)
+    return cls(f"upstream error {label} ({where}): {_detail(exc)}", status, _retry_after(exc))
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The upstream's Retry-After: on the httpx response litellm keeps, or its header copy."""
+    for headers in (
+        getattr(getattr(exc, "response", None), "headers", None),
+        getattr(exc, "litellm_response_headers", None),
+    ):
+        if headers is not None:
+            try:
+                value = headers.get("retry-after")
+            except AttributeError:
+                continue
+            if value is not None:
+                return retry_after_seconds(str(value))
+    return None

@@ -29,9 +29,9 @@ from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 
 from gateway import __version__
-from gateway.cache.breaker import CircuitBreaker
 from gateway.cache.store import BreakerState, StoreStats
 from gateway.config import CacheConfig
+from gateway.resilience.breaker import CircuitBreaker
 
 log = logging.getLogger("dify_gateway")
 

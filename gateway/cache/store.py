@@ -8,9 +8,11 @@ the stores know nothing about Prometheus.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-BreakerState = Literal["closed", "open", "half-open"]
+from gateway.resilience.breaker import BreakerState
+
+__all__ = ["BreakerState", "StoreStats", "VectorStore"]
 
 
 @dataclass(slots=True)

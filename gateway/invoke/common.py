@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import TypeVar
 
 from gateway.adapters.base import UpstreamContext
 from gateway.errors import NoRoute, UpstreamTimeout
 from gateway.pricing import ModelMap, Prices
+from gateway.resilience.plan import Resilience, run_attempts
 from gateway.routing import Resolution, RouteTable, Target
 
 T = TypeVar("T")
@@ -29,8 +31,16 @@ def upstream_context(resolution: Resolution, provider: str, model: str) -> Upstr
     return UpstreamContext(route=resolution.route_label, provider=provider, model=model)
 
 
-def timeout_for(resolution: Resolution, target: Target) -> float:
-    return target.config.timeout_s or resolution.route.timeouts.total_s
+async def call_upstream(
+    resilience: Resilience,
+    resolution: Resolution,
+    context: UpstreamContext,
+    op: Callable[[Target, float], Awaitable[T]],
+) -> tuple[T, Target]:
+    """``op(target, seconds)`` under the route's retries, fallbacks and total deadline;
+    the result and the target that produced it."""
+    deadline = time.monotonic() + resolution.route.timeouts.total_s
+    return await run_attempts(resilience.plan(resolution, deadline, context.describe), op)
 
 
 async def within(awaitable: Awaitable[T], timeout_s: float, where: str) -> T:

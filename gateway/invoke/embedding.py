@@ -11,11 +11,12 @@ from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, InputType, Med
 from gateway.adapters.registry import Backends
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.errors import UpstreamUnavailable
-from gateway.invoke.common import gather_all, resolve, target_prices, timeout_for, upstream_context, within
+from gateway.invoke.common import call_upstream, gather_all, resolve, target_prices, upstream_context
 from gateway.invoke.llm_reply import estimate_tokens
 from gateway.pricing import ModelMap, price
 from gateway.protocol.requests import MultimodalEmbeddingInvokeRequest, TextEmbeddingInvokeRequest
 from gateway.protocol.results import EmbeddingResultDict, EmbeddingUsageDict
+from gateway.resilience.plan import Resilience
 from gateway.routing import RouteTable, Target
 
 # Most inputs one upstream call may carry, by litellm provider prefix (documented limits).
@@ -66,11 +67,17 @@ def embedding_usage(tokens: int, target: Target, model_map: ModelMap, latency: f
 
 class EmbeddingService:
     def __init__(
-        self, routes: RouteTable, backends: Backends, model_map: ModelMap, cache: EmbeddingCache | None = None
+        self,
+        routes: RouteTable,
+        backends: Backends,
+        model_map: ModelMap,
+        resilience: Resilience,
+        cache: EmbeddingCache | None = None,
     ) -> None:
         self._routes = routes
         self._backends = backends
         self._model_map = model_map
+        self._resilience = resilience
         self._cache = cache
 
     async def embed(
@@ -83,22 +90,25 @@ class EmbeddingService:
             model_type = "multimodal-embedding"
             inputs = [MediaInput(d.content_type, d.content) for d in request.documents]
         resolution = resolve(self._routes, model_type, request.provider, request.model, request.tenant_id)
-        target = resolution.pick()
         context = upstream_context(resolution, request.provider, request.model)
-        where = context.describe(target)
-        timeout_s = timeout_for(resolution, target)
 
-        async def fetch(items: list[MediaInput]) -> tuple[list[list[float]], int]:
-            vectors, tokens = await self._embed_all(target, items, request.input_type, context, timeout_s, where)
-            return vectors, estimate_input_tokens(items) if tokens is None else tokens
+        # One attempt embeds every input with one target: vectors of different models
+        # (a fallback's) must never be mixed in one reply, nor taken from the cache.
+        async def attempt(target: Target, timeout_s: float) -> tuple[list[Any], int]:
+            where = context.describe(target)
 
-        embeddings: list[Any]
-        if self._cache is not None and inputs:
-            # Usage counts only the tokens spent upstream for this request's misses.
-            embed = self._cache.embed(target, request.tenant_id, request.input_type, inputs, fetch)
-            embeddings, tokens = await within(embed, timeout_s, where)
-        else:
-            embeddings, tokens = await fetch(inputs)
+            async def fetch(items: list[MediaInput]) -> tuple[list[list[float]], int]:
+                vectors, tokens = await self._embed_all(target, items, request.input_type, context, timeout_s, where)
+                tokens = estimate_input_tokens(items) if tokens is None else tokens
+                self._resilience.health.used_tokens(target, tokens)
+                return vectors, tokens
+
+            if self._cache is not None and inputs:
+                # Usage counts only the tokens spent upstream for this request's misses.
+                return await self._cache.embed(target, request.tenant_id, request.input_type, inputs, fetch)
+            return await fetch(inputs)
+
+        (embeddings, tokens), target = await call_upstream(self._resilience, resolution, context, attempt)
         usage = embedding_usage(tokens, target, self._model_map, time.monotonic() - started)
         return {"model": request.model, "embeddings": embeddings, "usage": usage}
 
@@ -129,7 +139,7 @@ class EmbeddingService:
                 )
             return out
 
-        outputs = await within(gather_all(one(b) for b in batches), timeout_s, where)
+        outputs = await gather_all(one(b) for b in batches)
         vectors = [v for out in outputs for v in out.vectors]
         dims = {len(v) for v in vectors}
         if len(dims) > 1 or 0 in dims:

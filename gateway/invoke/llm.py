@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, UpstreamContext
 from gateway.adapters.registry import Backends
@@ -15,19 +15,21 @@ from gateway.invoke.llm_reply import ChunkWriter, ToolCallAssembler, estimate_to
 from gateway.invoke.structured import apply_schema, parse_object, use_native
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import LLMInvokeRequest, StructuredOutputInvokeRequest
+from gateway.resilience.plan import AttemptPlan, Resilience, stream_attempts
 from gateway.routing import Resolution, RouteTable, Target
 
 
 class LLMService:
-    def __init__(self, routes: RouteTable, backends: Backends, model_map: ModelMap) -> None:
+    def __init__(self, routes: RouteTable, backends: Backends, model_map: ModelMap, resilience: Resilience) -> None:
         self._routes = routes
         self._backends = backends
         self._model_map = model_map
+        self._resilience = resilience
 
     def _resolve(self, request: LLMInvokeRequest) -> Resolution:
         return resolve(self._routes, "llm", request.provider, request.model, request.tenant_id)
 
-    def _call(self, request: LLMInvokeRequest, resolution: Resolution, target: Target) -> ChatCall:
+    def _call(self, request: LLMInvokeRequest, resolution: Resolution, target: Target, timeout_s: float) -> ChatCall:
         context = UpstreamContext(route=resolution.route_label, provider=request.provider, model=request.model)
         mode = target.config.mode or request.mode
         call = ChatCall(
@@ -40,7 +42,8 @@ class LLMService:
             tool_choice=chat_request.tool_choice(request.tool_choice),
             stop=request.stop or None,
             prompt=chat_request.completion_prompt(request.prompt_messages) if mode == "completion" else None,
-            timeout_s=target.config.timeout_s or resolution.route.timeouts.total_s,
+            timeout_s=timeout_s,
+            connect_timeout_s=resolution.route.timeouts.connect_s,
         )
         if isinstance(request, StructuredOutputInvokeRequest):
             info = self._model_map.lookup(target.model)
@@ -48,25 +51,46 @@ class LLMService:
             apply_schema(call, request.structured_output_schema, native)
         return call
 
-    async def frames(self, request: LLMInvokeRequest) -> AsyncIterator[bytes]:
-        """The reply frames. Raises ``GatewayError``; the caller maps it to the wire."""
+    def frames(self, request: LLMInvokeRequest) -> AsyncIterator[bytes]:
+        """The reply frames. Raises ``GatewayError`` (routing errors at once, upstream ones
+        from the iterator); the caller maps it to the wire.
+
+        Attempts follow the route's plan until one succeeds, but only while no frame has
+        been yielded: once a byte may have reached the daemon, nothing is retried or
+        switched, and a later failure ends the stream (the caller's final error frame).
+        """
         started = time.monotonic()
-        structured = isinstance(request, StructuredOutputInvokeRequest)
         resolution = self._resolve(request)
-        target = resolution.pick()
-        call = self._call(request, resolution, target)
+        context = UpstreamContext(route=resolution.route_label, provider=request.provider, model=request.model)
+        plan = self._resilience.plan(resolution, started + resolution.route.timeouts.total_s, context.describe)
+        return stream_attempts(plan, lambda t: self._attempt(request, resolution, t, plan, started))
+
+    async def _attempt(
+        self, request: LLMInvokeRequest, resolution: Resolution, target: Target, plan: AttemptPlan, started: float
+    ) -> AsyncGenerator[bytes, None]:
+        """One attempt's frames against ``target``."""
+        structured = isinstance(request, StructuredOutputInvokeRequest)
+        call = self._call(request, resolution, target, plan.ceiling(target))
         where = call.context.describe(target)
-        writer = ChunkWriter(request.model, structured, started)
+        # A fallback answers with another model; the reply says which.
+        writer = ChunkWriter(target.model_name if target.fallback else request.model, structured, started)
         tools = ToolCallAssembler()
         text: list[str] = []
         usage: TokenUsage | None = None
         finish_reason: str | None = None
-        deadline = started + call.timeout_s
+        timeouts = resolution.route.timeouts
+        clock = _EventClock(
+            attempt_deadline=time.monotonic() + plan.remaining(target),
+            total_deadline=plan.deadline,
+            first_s=timeouts.ttft_s if request.stream else None,
+            idle_s=timeouts.idle_s if request.stream else None,
+            where=where,
+        )
 
         events = self._backends.chat(target).chat(call)
         try:
             while True:
-                event = await _next_event(events, deadline, where)
+                event = await clock.next(events)
                 if event is None:
                     break
                 if event.system_fingerprint:
@@ -92,6 +116,7 @@ class LLMService:
             prompt_chars = sum(len(m["content"]) for m in call.messages if isinstance(m.get("content"), str))
             prompt_chars += len(call.prompt or "")
             usage = TokenUsage(estimate_tokens(prompt_chars), estimate_tokens(len(full_text)))
+        self._resilience.health.used_tokens(target, usage.prompt_tokens + usage.completion_tokens)
         usage_dict = llm_usage(usage, target_prices(target, self._model_map), time.monotonic() - started)
 
         if request.stream:
@@ -105,14 +130,49 @@ class LLMService:
             yield writer.frame(full_text, tool_calls, usage_dict, "")
 
 
-async def _next_event(events: AsyncIterator[ChatEvent], deadline: float, where: str) -> ChatEvent | None:
-    """The next upstream event, or None at the end; fails once the total deadline passes."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise UpstreamTimeout(f"upstream did not finish within the total deadline ({where})")
-    try:
-        return await asyncio.wait_for(anext(events), remaining)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        raise UpstreamTimeout(f"upstream did not finish within the total deadline ({where})") from None
+class _EventClock:
+    """Deadlines for one attempt's upstream events: time to the first one (``first_s``),
+    between later ones (``idle_s``), and in all (the attempt's and the request's)."""
+
+    def __init__(
+        self,
+        attempt_deadline: float,
+        total_deadline: float,
+        first_s: float | None,
+        idle_s: float | None,
+        where: str,
+    ) -> None:
+        self._deadline = min(attempt_deadline, total_deadline)
+        self._first_s = first_s
+        self._idle_s = idle_s
+        self._where = where
+        self._last = time.monotonic()
+        self._seen = False
+
+    async def next(self, events: AsyncIterator[ChatEvent]) -> ChatEvent | None:
+        """The next upstream event, or None at the end; ``UpstreamTimeout`` when a deadline passes."""
+        now = time.monotonic()
+        gap_s = self._idle_s if self._seen else self._first_s
+        remaining = self._deadline - now
+        kind = "total"
+        if gap_s is not None and self._last + gap_s - now < remaining:
+            remaining = self._last + gap_s - now
+            kind = "idle" if self._seen else "ttft"
+        if remaining <= 0:
+            raise self._timeout(kind, gap_s)
+        try:
+            event = await asyncio.wait_for(anext(events), remaining)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise self._timeout(kind, gap_s) from None
+        self._last = time.monotonic()
+        self._seen = True
+        return event
+
+    def _timeout(self, kind: str, gap_s: float | None) -> UpstreamTimeout:
+        if kind == "ttft":
+            return UpstreamTimeout(f"upstream sent nothing within {gap_s:g} s (time to first token; {self._where})")
+        if kind == "idle":
+            return UpstreamTimeout(f"upstream stream stalled for {gap_s:g} s (idle deadline; {self._where})")
+        return UpstreamTimeout(f"upstream did not finish within the total deadline ({self._where})")

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from gateway.adapters.base import ModerationCall
+from gateway.adapters.base import ModerationCall, ModerationOutput
 from gateway.adapters.registry import Backends
-from gateway.invoke.common import resolve, timeout_for, upstream_context, within
+from gateway.invoke.common import call_upstream, resolve, upstream_context
 from gateway.protocol.requests import ModerationInvokeRequest
 from gateway.protocol.results import ModerationResultDict
-from gateway.routing import RouteTable
+from gateway.resilience.plan import Resilience
+from gateway.routing import RouteTable, Target
 
 
 class ModerationService:
-    def __init__(self, routes: RouteTable, backends: Backends) -> None:
+    def __init__(self, routes: RouteTable, backends: Backends, resilience: Resilience) -> None:
         self._routes = routes
         self._backends = backends
+        self._resilience = resilience
 
     async def moderate(self, request: ModerationInvokeRequest) -> ModerationResultDict:
         resolution = resolve(self._routes, "moderation", request.provider, request.model, request.tenant_id)
-        target = resolution.pick()
         context = upstream_context(resolution, request.provider, request.model)
-        timeout_s = timeout_for(resolution, target)
-        call = ModerationCall(target, context, request.text, timeout_s)
-        output = await within(self._backends.moderation(target).moderate(call), timeout_s, context.describe(target))
+
+        async def attempt(target: Target, timeout_s: float) -> ModerationOutput:
+            call = ModerationCall(target, context, request.text, timeout_s)
+            return await self._backends.moderation(target).moderate(call)
+
+        output, _ = await call_upstream(self._resilience, resolution, context, attempt)
         return {"result": output.flagged}

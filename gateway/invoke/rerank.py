@@ -8,13 +8,14 @@ as the daemon turns an omitted value into 0.
 
 from __future__ import annotations
 
-from gateway.adapters.base import MediaInput, RerankCall, ScoredDoc
+from gateway.adapters.base import MediaInput, RerankCall, RerankOutput, ScoredDoc
 from gateway.adapters.registry import Backends
 from gateway.errors import UpstreamUnavailable
-from gateway.invoke.common import resolve, timeout_for, upstream_context, within
+from gateway.invoke.common import call_upstream, resolve, upstream_context
 from gateway.protocol.requests import MultimodalRerankInvokeRequest, RerankInvokeRequest
 from gateway.protocol.results import RerankDocDict, RerankResultDict
-from gateway.routing import RouteTable
+from gateway.resilience.plan import Resilience
+from gateway.routing import RouteTable, Target
 
 
 def rank(
@@ -34,9 +35,10 @@ def rank(
 
 
 class RerankService:
-    def __init__(self, routes: RouteTable, backends: Backends) -> None:
+    def __init__(self, routes: RouteTable, backends: Backends, resilience: Resilience) -> None:
         self._routes = routes
         self._backends = backends
+        self._resilience = resilience
 
     async def rerank(self, request: RerankInvokeRequest | MultimodalRerankInvokeRequest) -> RerankResultDict:
         if isinstance(request, RerankInvokeRequest):
@@ -46,14 +48,17 @@ class RerankService:
             model_type, query = "multimodal-rerank", MediaInput(request.query.content_type, request.query.content)
             docs = [MediaInput(d.content_type, d.content) for d in request.docs]
         resolution = resolve(self._routes, model_type, request.provider, request.model, request.tenant_id)
-        target = resolution.pick()
         if not docs:
             return {"model": request.model, "docs": []}
         context = upstream_context(resolution, request.provider, request.model)
-        where = context.describe(target)
-        timeout_s = timeout_for(resolution, target)
         top_n = request.top_n if request.top_n and request.top_n > 0 else None
-        call = RerankCall(target, context, query, docs, top_n, timeout_s)
-        output = await within(self._backends.rerank(target).rerank(call), timeout_s, where)
         texts = [d.content for d in docs]
-        return {"model": request.model, "docs": rank(output.scores, texts, request.score_threshold, top_n, where)}
+
+        async def attempt(target: Target, timeout_s: float) -> list[RerankDocDict]:
+            call = RerankCall(target, context, query, docs, top_n, timeout_s)
+            output: RerankOutput = await self._backends.rerank(target).rerank(call)
+            # Checked per attempt: a reply with bad indices is the backend's failure.
+            return rank(output.scores, texts, request.score_threshold, top_n, context.describe(target))
+
+        ranked, _ = await call_upstream(self._resilience, resolution, context, attempt)
+        return {"model": request.model, "docs": ranked}

@@ -6,10 +6,11 @@ from gateway.adapters.base import TranscriptionCall
 from gateway.adapters.registry import Backends
 from gateway.audio import MP3, sniff_audio
 from gateway.errors import BadRequest
-from gateway.invoke.common import resolve, timeout_for, upstream_context, within
+from gateway.invoke.common import call_upstream, resolve, upstream_context
 from gateway.protocol.requests import Speech2TextInvokeRequest
 from gateway.protocol.results import TextResultDict
-from gateway.routing import RouteTable
+from gateway.resilience.plan import Resilience
+from gateway.routing import RouteTable, Target
 
 
 def decode_hex_audio(text: str) -> bytes:
@@ -24,17 +25,21 @@ def decode_hex_audio(text: str) -> bytes:
 
 
 class Speech2TextService:
-    def __init__(self, routes: RouteTable, backends: Backends) -> None:
+    def __init__(self, routes: RouteTable, backends: Backends, resilience: Resilience) -> None:
         self._routes = routes
         self._backends = backends
+        self._resilience = resilience
 
     async def transcribe(self, request: Speech2TextInvokeRequest) -> TextResultDict:
         resolution = resolve(self._routes, "speech2text", request.provider, request.model, request.tenant_id)
         audio = decode_hex_audio(request.file)
-        target = resolution.pick()
         context = upstream_context(resolution, request.provider, request.model)
-        timeout_s = timeout_for(resolution, target)
         # Unrecognised containers go out named .mp3, as Dify names every upload.
-        call = TranscriptionCall(target, context, audio, sniff_audio(audio) or MP3, timeout_s)
-        text = await within(self._backends.transcription(target).transcribe(call), timeout_s, context.describe(target))
+        container = sniff_audio(audio) or MP3
+
+        async def attempt(target: Target, timeout_s: float) -> str:
+            call = TranscriptionCall(target, context, audio, container, timeout_s)
+            return await self._backends.transcription(target).transcribe(call)
+
+        text, _ = await call_upstream(self._resilience, resolution, context, attempt)
         return {"result": text}

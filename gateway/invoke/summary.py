@@ -15,14 +15,15 @@ import time
 
 from gateway.adapters.base import ChatCall, UpstreamContext
 from gateway.adapters.registry import Backends
-from gateway.config import TargetConfig
+from gateway.config import RouteConfig, RouteMatch, TargetConfig
 from gateway.errors import UpstreamTimeout
-from gateway.invoke.common import gather_all, within
+from gateway.invoke.common import gather_all
 from gateway.invoke.llm_reply import estimate_tokens
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import SummaryInvokeRequest
 from gateway.protocol.results import SummaryResultDict
-from gateway.routing import Target
+from gateway.resilience.plan import Resilience, run_attempts
+from gateway.routing import Resolution, Target
 
 # Dify's prompt, word for word (its models were tuned against it).
 SUMMARY_PROMPT = """You are a professional language researcher, you are interested in the language
@@ -72,8 +73,20 @@ def split_pieces(text: str, context_tokens: int, system_tokens: int) -> list[str
 
 
 class SummaryService:
-    def __init__(self, target: TargetConfig, concurrency: int, backends: Backends, model_map: ModelMap) -> None:
+    def __init__(
+        self,
+        target: TargetConfig,
+        concurrency: int,
+        backends: Backends,
+        model_map: ModelMap,
+        resilience: Resilience,
+    ) -> None:
         self._target = Target(config=target, model=target.model)
+        # The summary model as a one-target route, so its calls get the same retries and
+        # breaker as any route's.
+        route = RouteConfig(name="summary_model", match=RouteMatch(type="llm"), targets=[target])
+        self._resolution = Resolution(route=route, route_label="summary_model", targets=(self._target,))
+        self._resilience = resilience
         self._concurrency = concurrency
         self._backends = backends
         self._context_tokens = (
@@ -104,24 +117,26 @@ class SummaryService:
         return {"summary": text}
 
     async def _complete(self, system: str, piece: str, deadline: float) -> str:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if deadline - time.monotonic() <= 0:
             raise UpstreamTimeout(f"the summary did not finish within its deadline ({self._where})")
         params = {"temperature": 0.8, "top_p": 0.8, **self._target.config.params}
-        call = ChatCall(
-            target=self._target,
-            context=self._context,
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": piece}],
-            stream=False,
-            params=params,
-            timeout_s=remaining,
-        )
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": piece}]
 
-        async def collect() -> str:
-            events = self._backends.chat(self._target).chat(call)
+        async def attempt(target: Target, timeout_s: float) -> str:
+            call = ChatCall(
+                target=target,
+                context=self._context,
+                messages=messages,
+                stream=False,
+                params=params,
+                timeout_s=timeout_s,
+            )
+            events = self._backends.chat(target).chat(call)
             try:
                 return "".join([event.text async for event in events])
             finally:
                 await events.aclose()  # type: ignore[attr-defined]
 
-        return await within(collect(), remaining, self._where)
+        plan = self._resilience.plan(self._resolution, deadline, self._context.describe)
+        text, _ = await run_attempts(plan, attempt)
+        return text

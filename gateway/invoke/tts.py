@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
-from gateway.adapters.base import SpeechAdapter, SpeechCall, SpeechOutput
+from gateway.adapters.base import SpeechCall, SpeechOutput, UpstreamContext
 from gateway.adapters.registry import Backends
 from gateway.errors import BadRequest, UpstreamUnavailable
-from gateway.invoke.common import resolve, timeout_for, upstream_context, within
+from gateway.invoke.common import resolve, upstream_context, within
 from gateway.invoke.text_split import speech_pieces
 from gateway.protocol.envelope import data_frame
 from gateway.protocol.requests import TTSInvokeRequest
-from gateway.routing import RouteTable
+from gateway.resilience.plan import AttemptPlan, Resilience, stream_attempts
+from gateway.routing import RouteTable, Target
 
 # Audio bytes per frame: large enough to keep the frame count low (the daemon's queue is
 # bounded), small enough that a player can start early.
@@ -37,28 +38,33 @@ def audio_frames(output: SpeechOutput) -> list[bytes]:
 
 
 class TTSService:
-    def __init__(self, routes: RouteTable, backends: Backends) -> None:
+    def __init__(self, routes: RouteTable, backends: Backends, resilience: Resilience) -> None:
         self._routes = routes
         self._backends = backends
+        self._resilience = resilience
 
     def frames(self, request: TTSInvokeRequest) -> AsyncIterator[bytes]:
-        """Resolve now (so routing errors come before the stream), synthesise lazily."""
+        """Resolve now (so routing errors come before the stream), synthesise lazily.
+
+        Another target (or a retry) may take over only until the first audio frame is out:
+        after that, switching would change the voice mid-sentence or repeat audio.
+        """
         resolution = resolve(self._routes, "tts", request.provider, request.model, request.tenant_id)
         pieces = speech_pieces(request.content_text)
         if not pieces:
             raise BadRequest("invalid payload: content_text has nothing to speak")
-        target = resolution.pick()
         context = upstream_context(resolution, request.provider, request.model)
-        timeout_s = timeout_for(resolution, target)
-        adapter = self._backends.speech(target)
-        calls = [SpeechCall(target, context, piece, request.voice, timeout_s) for piece in pieces]
-        return self._stream(adapter, calls, timeout_s, context.describe(target))
+        deadline = time.monotonic() + resolution.route.timeouts.total_s
+        plan = self._resilience.plan(resolution, deadline, context.describe)
+        return stream_attempts(plan, lambda target: self._speak(target, context, pieces, request.voice, plan))
 
-    async def _stream(
-        self, adapter: SpeechAdapter, calls: list[SpeechCall], timeout_s: float, where: str
-    ) -> AsyncIterator[bytes]:
-        deadline = time.monotonic() + timeout_s
-        waiting = deque(calls)
+    async def _speak(
+        self, target: Target, context: UpstreamContext, pieces: list[str], voice: str, plan: AttemptPlan
+    ) -> AsyncGenerator[bytes, None]:
+        where = context.describe(target)
+        deadline = time.monotonic() + plan.remaining(target)
+        adapter = self._backends.speech(target)
+        waiting = deque(SpeechCall(target, context, piece, voice, plan.ceiling(target)) for piece in pieces)
         running: deque[asyncio.Task[SpeechOutput]] = deque()
         sent = False
         try:
@@ -74,3 +80,6 @@ class TTSService:
         finally:
             for task in running:
                 task.cancel()
+            # Collected so a failure in a piece nobody waits for any more is not reported
+            # as "never retrieved".
+            await asyncio.gather(*running, return_exceptions=True)

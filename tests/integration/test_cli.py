@@ -116,6 +116,11 @@ def test_check_config_prints_the_route_table_without_secrets(tmp_path: Path) -> 
             "model": "gpt-*",
             "tenants": None,
             "targets": [{"model": "openai/{model}", "weight": 1.0, "api_key": "<set>"}],
+            "fallbacks": [],
+            "balancing": "weighted",
+            "retries": 2,
+            "max_attempts": 3,
+            "timeouts": {"connect_s": 10.0, "ttft_s": 60.0, "idle_s": 60.0, "total_s": 230.0},
         }
     ]
 

@@ -136,29 +136,33 @@ def test_tool_calls_are_assembled_complete_in_one_chunk(
 
 
 @pytest.mark.parametrize(
-    ("status", "expected_status", "expected_text"),
+    ("status", "expected_status", "expected_text", "attempts"),
     [
-        (429, 429, "HTTP 429"),
-        (500, 502, "HTTP 500"),
-        (503, 502, "HTTP 503"),
-        (400, 400, "HTTP 400"),
-        (401, 502, "HTTP 401"),
-        (404, 400, "HTTP 404"),
+        (429, 429, "HTTP 429", 3),
+        (500, 502, "HTTP 500", 3),
+        (503, 502, "HTTP 503", 3),
+        (400, 400, "HTTP 400", 1),
+        (401, 502, "HTTP 401", 1),
+        (404, 400, "HTTP 404", 1),
     ],
 )
 def test_upstream_error_before_the_stream_is_a_non_200_envelope(
-    gateway: GatewayServer, fake: FakeUpstream, status: int, expected_status: int, expected_text: str
+    gateway: GatewayServer, fake: FakeUpstream, status: int, expected_status: int, expected_text: str, attempts: int
 ) -> None:
-    fake.script("err-model", HttpError(status, headers={"Retry-After": "1"}))
-    reply = post_stream(gateway.url, LLM, llm_request("err-model"))
+    model = f"err-{status}"  # one backend per case: breakers are per backend
+    fake.script(model, HttpError(status, headers={"Retry-After": "1"}))
+    reply = post_stream(gateway.url, LLM, llm_request(model))
     assert reply.status == expected_status
     envelope = orjson.loads(reply.body)
     assert envelope["data"] is None
     assert expected_text in envelope["error"]
-    assert "route 'openai-all'" in envelope["error"] and "'err-model'" in envelope["error"]
+    assert "route 'openai-all'" in envelope["error"] and f"'{model}'" in envelope["error"]
     assert reply.outcome.error is not None
     assert reply.outcome.error.startswith(f"request failed with status code: {expected_status}")
-    assert fake.count(model="err-model") == 1  # no hidden retries in litellm or the OpenAI SDK
+    # The gateway's own retries (route default: 2) and nothing else: no hidden retries in
+    # litellm or the OpenAI SDK; request errors are never retried.
+    assert fake.count(model=model) == attempts
+    assert reply.headers["x-dify-gateway-attempts"] == str(attempts)
 
 
 def test_connection_reset_before_headers(gateway: GatewayServer, fake: FakeUpstream) -> None:
@@ -166,7 +170,7 @@ def test_connection_reset_before_headers(gateway: GatewayServer, fake: FakeUpstr
     reply = post_stream(gateway.url, LLM, llm_request("reset-model"))
     assert reply.status == 502
     assert "unreachable or failed" in orjson.loads(reply.body)["error"]
-    assert fake.count(model="reset-model") == 1
+    assert fake.count(model="reset-model") == 3  # the first attempt and the route's 2 retries
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ class StreamReply:
     content_type: str
     body: bytes
     outcome: DaemonStreamOutcome
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -54,7 +55,13 @@ def post_stream(
 ) -> StreamReply:
     response = httpx.post(f"{base_url}{path}", json=body, headers={"X-Inner-Api-Key": key}, timeout=timeout)
     outcome = read_stream_reply(response.status_code, response.content, kind)
-    return StreamReply(response.status_code, response.headers.get("content-type", ""), response.content, outcome)
+    return StreamReply(
+        response.status_code,
+        response.headers.get("content-type", ""),
+        response.content,
+        outcome,
+        dict(response.headers),
+    )
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cache.breaker import CircuitBreaker
 from gateway.cache.memory import MemoryStore
+from gateway.resilience.breaker import CircuitBreaker
 
 
 class FakeClock:

@@ -1,0 +1,1 @@
+"""Staying up when backends do not: target choice, retries, fallbacks, breakers, deadlines, drain."""
