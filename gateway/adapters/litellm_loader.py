@@ -13,6 +13,7 @@ import os
 import threading
 import warnings
 from types import ModuleType
+from typing import NoReturn
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -47,6 +48,7 @@ def _prepare(module: ModuleType) -> None:
     # litellm 1.106.2 sends OpenAI-SDK embeddings with `max_retries or DEFAULT_MAX_RETRIES`,
     # so an explicit 0 becomes 2 hidden retries; this global is read only there.
     setattr(module, "DEFAULT_MAX_RETRIES", 0)  # noqa: B010 (a module attribute mypy cannot see)
+    _no_hidden_resends()
     # litellm's models build their pydantic schemas on first use; two of them warn about a
     # ReadOnly TypedDict item while doing so, which litellm silences with a filter it adds
     # at import. Where that filter is gone (a test framework restores the filters after
@@ -73,6 +75,35 @@ def _prepare(module: ModuleType) -> None:
         warnings.simplefilter("ignore")
         for model in models:
             model.model_rebuild()
+
+
+def _no_hidden_resends() -> None:
+    """Turn off the places where litellm 1.106.2 sends a request again on its own.
+
+    Each would make one gateway attempt two upstream calls, past the route's budget:
+    - its HTTP client (every provider not served through the OpenAI SDK) re-sends once on a
+      fresh connection after a connection error or a reset;
+    - with ``drop_params``, the OpenAI path re-sends a 422 without the parameters the error
+      names, and Azure AI does the same through its provider config.
+    The gateway's own retries cover the first; a 422 is the request's fault and final.
+    """
+    import httpx
+    from litellm.llms.azure_ai.chat.transformation import AzureAIStudioConfig
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+    from litellm.llms.openai import openai as openai_chat
+
+    async def no_resend(self: object, *args: object, **kwargs: object) -> NoReturn:
+        raise httpx.ConnectError("connection failed or reset before the response (the gateway retries, not litellm)")
+
+    def reraise(e: BaseException, data: object) -> NoReturn:
+        raise e
+
+    def never(self: object, e: object, litellm_params: object) -> bool:
+        return False
+
+    setattr(AsyncHTTPHandler, "single_connection_post_request", no_resend)  # noqa: B010
+    setattr(openai_chat, "drop_params_from_unprocessable_entity_error", reraise)  # noqa: B010
+    setattr(AzureAIStudioConfig, "should_retry_llm_api_inside_llm_translation_on_http_error", never)  # noqa: B010
 
 
 async def load_litellm() -> ModuleType:

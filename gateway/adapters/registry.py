@@ -22,6 +22,7 @@ from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_chat import LiteLLMChatAdapter
 from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
+from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
 from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
@@ -81,6 +82,12 @@ class Backends:
         await self.http.aclose()
         if self._local is not None:
             self._local.close()
+
+    async def ready(self, target: Target) -> None:
+        """Wait until what serves ``target`` is loaded (litellm is imported in the background
+        at start-up, which takes seconds): callers start their upstream clocks after this."""
+        if not is_local(target.model) and not target.model.startswith(TEI_PREFIX):
+            await load_litellm()
 
     def chat(self, target: Target) -> ChatAdapter:
         if is_local(target.model):

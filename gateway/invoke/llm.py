@@ -10,7 +10,7 @@ from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, UpstreamConte
 from gateway.adapters.registry import Backends
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.invoke import chat_request
-from gateway.invoke.common import resolve, target_prices
+from gateway.invoke.common import resolve, target_prices, within
 from gateway.invoke.llm_reply import ChunkWriter, ToolCallAssembler, estimate_tokens, llm_usage
 from gateway.invoke.structured import apply_schema, parse_object, use_native
 from gateway.pricing import ModelMap
@@ -72,6 +72,7 @@ class LLMService:
         structured = isinstance(request, StructuredOutputInvokeRequest)
         call = self._call(request, resolution, target, plan.ceiling(target))
         where = call.context.describe(target)
+        await within(self._backends.ready(target), plan.remaining(target), where)
         # A fallback answers with another model; the reply says which.
         writer = ChunkWriter(target.model_name if target.fallback else request.model, structured, started)
         tools = ToolCallAssembler()
