@@ -45,6 +45,7 @@ def rss_mb(pid: int) -> float:
 def test_serve_becomes_ready_fast_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
+        "server: {drain_grace_s: 0.2}\n"
         "routes:\n  - match: {type: llm}\n    targets: [{model: 'openai/{model}', api_base: 'http://127.0.0.1:9/v1'}]\n"
     )
     port = free_port()
@@ -70,8 +71,8 @@ def test_serve_becomes_ready_fast_and_exits_cleanly_on_sigterm(tmp_path: Path) -
         assert rss_mb(process.pid) > 0
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=15)
-        # uvicorn finishes its shutdown, then re-raises the signal so the parent sees it.
-        assert process.returncode in (0, -signal.SIGTERM), output.decode()
+        # A complete drain is a clean exit, not "killed by SIGTERM".
+        assert process.returncode == 0, output.decode()
         assert b"Application shutdown complete" in output
     finally:
         if process.poll() is None:
