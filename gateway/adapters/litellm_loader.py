@@ -9,6 +9,7 @@ retries (the gateway owns retries) and no callbacks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import warnings
@@ -33,6 +34,10 @@ def load_litellm_sync() -> ModuleType:
             _configure_environment()
             import litellm
 
+            # litellm logs every call at INFO ("LiteLLM completion() model=..."): noise at
+            # the gateway's rate, and the gateway logs what matters itself.
+            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             litellm.suppress_debug_info = True
             litellm.drop_params = True  # unknown params for a provider are dropped, not fatal
             litellm.num_retries = 0

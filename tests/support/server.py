@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Self
 
+import httpx
+import orjson
 import uvicorn
 
 from gateway.app import Gateway, create_app
@@ -50,3 +58,60 @@ class GatewayServer(AppServer):
     def __init__(self, config: dict[str, Any]) -> None:
         self.app: Gateway = create_app(parse_config(config, "<test>", env={}))
         super().__init__(self.app)
+
+
+class GatewayProcess:
+    """``dify-gateway serve`` as a separate process (its own GIL, real signals), with a
+    configuration written to ``directory``; ready (``/readyz`` 200) on entry."""
+
+    def __init__(self, config: dict[str, Any], directory: Path, key: str = TEST_KEY) -> None:
+        self._config_path = directory / "gateway.yaml"
+        self._config_path.write_text(orjson.dumps(config).decode())
+        self._key = key
+        # Output goes to a file: an unread pipe fills up and then blocks the server's logging.
+        self._log_path = directory / "gateway.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Self:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
+        env.update({"DIFY_INNER_API_KEY": self._key, "NO_PROXY": "127.0.0.1,localhost"})
+        command = [sys.executable, "-m", "gateway", "serve", "--config", str(self._config_path)]
+        with self._log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        output = self.stop()
+        raise RuntimeError(f"the gateway process did not become ready:\n{output}")
+
+    def stop(self) -> str:
+        """Stop the process (SIGTERM, then SIGKILL) and return its output."""
+        if self.process is None:
+            return ""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self._log_path.read_text(errors="replace")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
