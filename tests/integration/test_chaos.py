@@ -197,7 +197,8 @@ def test_random_faults(gateway: GatewayProcess, fake: FakeUpstream) -> None:
         plan = plans[index]
         print(
             f"  r{index}: stream={plan.stream} primary={plan.primary} fallback={plan.fallback} "
-            f"expected {plan.attempts} attempts, ok={plan.succeeds}; seen {wrong_attempts.get(index)}; {errors.get(index)}"
+            f"expected {plan.attempts} attempts, ok={plan.succeeds}; "
+            f"seen {wrong_attempts.get(index)}; {errors.get(index)}"
         )
     assert should_have_succeeded == []
     assert unexpected_success == []
