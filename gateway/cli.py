@@ -106,6 +106,12 @@ def _check_config(args: argparse.Namespace) -> int:
         "summary_model": config.summary_model.model if config.summary_model else None,
         "embedding_cache": _cache(config),
         "serverless": _serverless(config),
+        "resilience": {
+            "retry": config.resilience.retry.model_dump(),
+            "breaker": config.resilience.breaker.model_dump(),
+            "max_in_flight": config.server.max_in_flight,
+            "drain": {"grace_s": config.server.drain_grace_s, "timeout_s": config.server.drain_timeout_s},
+        },
     }
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return 0
