@@ -46,6 +46,7 @@ def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
             "fallbacks": [{"model": "openai/backup-model", "api_base": upstream.base_url, "api_key": "sk-test"}],
             "timeouts": timeouts,
         },
+        {"name": "emb", "match": {"type": "text-embedding"}, "targets": [target], "timeouts": timeouts},
     ]
     resilience = {"retry": {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "retry_after_max_s": 1.0}}
     load_litellm_sync()  # its import (seconds) would count against the 3 s total deadline
@@ -275,3 +276,56 @@ def test_client_going_away_cancels_the_upstream_call(gateway: GatewayServer, fak
     fake.wait_until(lambda: all(r.ended_at is not None for r in hung), within=1.0)
     assert len(hung) == 1
     assert gateway.app.in_flight == 0
+
+
+def test_connect_deadline_fires_on_time(fake: FakeUpstream) -> None:
+    """A backend that never completes the TCP handshake: the connect deadline, not the total."""
+    import socket
+
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(0)  # never accepted: once the queue is full, handshakes go unanswered
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(black_hole.getsockname())
+        fillers.append(filler)
+    port = black_hole.getsockname()[1]
+    routes = [
+        {
+            "match": {"type": "llm"},
+            "targets": [{"model": "openai/{model}", "api_base": f"http://127.0.0.1:{port}/v1", "api_key": "sk-x"}],
+            "retries": 0,
+            "timeouts": {"connect_s": 0.3, "total_s": 10},
+        }
+    ]
+    load_litellm_sync()
+    try:
+        with GatewayServer(gateway_config(routes)) as server:
+            post_stream(server.url, LLM, llm_request("unreachable"))  # the first call builds the client
+            started = time.monotonic()
+            reply = post_stream(server.url, LLM, llm_request("unreachable"))
+            elapsed = time.monotonic() - started
+    finally:
+        for sock in [*fillers, black_hole]:
+            sock.close()
+    assert reply.status in (502, 504), reply.body
+    assert 0.3 <= elapsed <= 0.3 + TOLERANCE_S + 0.3, (elapsed, reply.body)
+
+
+def test_caller_going_away_cancels_a_unary_upstream_call(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    import httpx
+
+    body = {"tenant_id": "t", "user_id": "u", "provider": "openai", "model": "hang-emb", "texts": ["x"]}
+    fake.script("hang-emb", Hang())
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{gateway.url}/inner/api/invoke/text-embedding",
+            json={**body, "input_type": "document"},
+            headers={"X-Inner-Api-Key": TEST_KEY},
+            timeout=0.3,
+        )
+    hung = [r for r in fake.requests if r.model == "hang-emb"]
+    fake.wait_until(lambda: all(r.ended_at is not None for r in hung), within=1.0)
+    assert len(hung) == 1
