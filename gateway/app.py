@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,8 +19,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.local.catalog import is_local
@@ -51,7 +52,8 @@ from gateway.invoke.rerank import RerankService
 from gateway.invoke.speech2text import Speech2TextService
 from gateway.invoke.summary import SummaryService
 from gateway.invoke.tts import TTSService
-from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, build_registry, render
+from gateway.logs import REQUEST_LOGGER
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, build_registry, multiprocess_dir, render
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import (
     LLMInvokeRequest,
@@ -66,14 +68,61 @@ from gateway.protocol.requests import (
     TTSInvokeRequest,
 )
 from gateway.redaction import Redactor
+from gateway.request_metrics import RequestMetrics
 from gateway.resilience.drain import Drain
 from gateway.resilience.health import TargetHealth
-from gateway.resilience.plan import Resilience, Trace, current_trace
+from gateway.resilience.plan import Resilience
 from gateway.resilience.shared import SharedBreakers
 from gateway.routing import RouteTable
 from gateway.serverless import TRANSACTION_PATH, ServerlessEndpoint
+from gateway.trace import Trace, current_trace, valid_traceparent
 
 log = logging.getLogger("dify_gateway")
+request_log = logging.getLogger(REQUEST_LOGGER)
+
+# Inner paths served here, and the model type each is counted under.
+_PATH_TYPES = {
+    "invoke/llm": "llm",
+    "invoke/llm/structured-output": "llm-structured-output",
+    "invoke/text-embedding": "text-embedding",
+    "invoke/multimodal-embedding": "multimodal-embedding",
+    "invoke/rerank": "rerank",
+    "invoke/multimodal-rerank": "multimodal-rerank",
+    "invoke/tts": "tts",
+    "invoke/speech2text": "speech2text",
+    "invoke/moderation": "moderation",
+    "invoke/summary": "summary",
+}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The few request headers the tracing reads (lower-case names)."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in (b"x-request-id", b"traceparent"):
+            found[name.decode()] = value.decode("latin-1")[:128]
+    return found
+
+
+def _set_outcome(outcome: str) -> None:
+    trace = current_trace.get()
+    if trace is not None:
+        trace.outcome = outcome
+
+
+def _outcome_of(status: int, trace: Trace) -> str:
+    if trace.stream_error:
+        return "upstream_error"
+    if 200 <= status < 300:
+        return "ok"
+    if status in (502, 504, 429) and trace.attempts:
+        return "upstream_error"
+    if status == 499:
+        return "cancelled"
+    if 400 <= status < 500:
+        return "client_error"
+    return "error"
+
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
@@ -99,6 +148,8 @@ class Gateway:
             self.routes, self.backends, self.model_map, self.resilience, self.embedding_cache
         )
         self.metrics = build_registry(self.embedding_cache, self)
+        self.request_metrics = RequestMetrics(None if multiprocess_dir() else self.metrics)
+        self._request_log = config.server.request_log
         self.rerank = RerankService(self.routes, self.backends, self.resilience)
         self.tts = TTSService(self.routes, self.backends, self.resilience)
         self.speech2text = Speech2TextService(self.routes, self.backends, self.resilience)
@@ -165,30 +216,93 @@ class Gateway:
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         """An inner-API request: counted while in flight (streams until their last frame),
-        refused fast above the cap, traced for the reply's headers."""
-        if self._max_in_flight and self.in_flight >= self._max_in_flight:
-            overloaded = GatewayError(
-                f"gateway overloaded: {self.in_flight} requests in flight (server.max_in_flight); retry shortly"
-            )
-            response = error_response(overloaded, 429)
-            response.headers["retry-after"] = "1"
-            await response(scope, receive, send)
-            return
+        refused fast above the cap, traced for its metrics, log line and reply headers."""
+        started = time.perf_counter()
+        path: str = scope["path"]
+        inner_path = path[path.find(INNER_PREFIX) + len(INNER_PREFIX) :].rstrip("/")
+        headers = _headers(scope)
+        trace = Trace(
+            request_id=headers.get("x-request-id") or os.urandom(8).hex(),
+            model_type=_PATH_TYPES.get(inner_path, "forward" if self.forwarder is not None else "other"),
+            traceparent=valid_traceparent(headers.get("traceparent")),
+        )
+        first_byte: float | None = None
+        sent_bytes = 0
+        status = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal first_byte, sent_bytes, status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if body:
+                    if first_byte is None:
+                        first_byte = time.perf_counter()
+                    sent_bytes += len(body)
+            await send(message)
+
         self.in_flight += 1
-        trace = Trace()
         token = current_trace.set(trace)
         try:
-            response = await self._dispatch(Request(scope, receive))
+            if self._max_in_flight and self.in_flight > self._max_in_flight:
+                trace.outcome = "overloaded"
+                overloaded = GatewayError(
+                    f"gateway overloaded: {self.in_flight - 1} requests in flight (server.max_in_flight); retry shortly"
+                )
+                response = error_response(overloaded, 429)
+                response.headers["retry-after"] = "1"
+            else:
+                response = await self._dispatch(Request(scope, receive))
+            response.headers["x-request-id"] = trace.request_id
             if trace.attempts:
                 response.headers["x-dify-gateway-attempts"] = str(trace.attempts)
                 if trace.target is not None:
                     response.headers["x-dify-gateway-target"] = trace.target.label
+            if not isinstance(response, StreamingResponse):
+                # Unary replies are complete here: what the gateway itself spent on them.
+                overhead_s = time.perf_counter() - started - trace.upstream_s
+                response.headers["x-dify-gateway-overhead-ms"] = f"{max(0.0, overhead_s) * 1000:.3f}"
             if self.drain.draining:
                 response.headers["connection"] = "close"  # clients stop reusing this instance
-            await response(scope, receive, send)
+            await response(scope, receive, counting_send)
         finally:
             current_trace.reset(token)
             self.in_flight -= 1
+            self._record(trace, status, started, first_byte, sent_bytes, scope)
+
+    def _record(
+        self, trace: Trace, status: int, started: float, first_byte: float | None, sent_bytes: int, scope: Scope
+    ) -> None:
+        duration_s = time.perf_counter() - started
+        outcome = trace.outcome or _outcome_of(status, trace)
+        body = scope.get(_BODY_KEY)
+        request_bytes = len(body) if isinstance(body, bytes) else 0
+        first_byte_s = first_byte - started if first_byte is not None else None
+        self.request_metrics.observe(trace, outcome, duration_s, first_byte_s, request_bytes, sent_bytes)
+        if self._request_log:
+            fields: dict[str, Any] = {
+                "request_id": trace.request_id,
+                "type": trace.model_type,
+                "route": trace.route,
+                "target": trace.target.label if trace.target is not None else None,
+                "outcome": outcome,
+                "status": status,
+                "attempts": trace.attempts,
+                "duration_ms": round(duration_s * 1000, 3),
+                "upstream_ms": round(trace.upstream_s * 1000, 3),
+                "overhead_ms": round(max(0.0, duration_s - trace.upstream_s) * 1000, 3),
+                "first_byte_ms": round(first_byte_s * 1000, 3) if first_byte_s is not None else None,
+                "tokens_in": trace.tokens_in,
+                "tokens_out": trace.tokens_out,
+                "request_bytes": request_bytes,
+                "response_bytes": sent_bytes,
+            }
+            if trace.traceparent:
+                fields["trace_id"] = trace.traceparent[3:35]
+            if trace.errors:
+                fields["errors"] = [self.redactor(e) for e in trace.errors[-3:]]
+            request_log.info("request", extra=fields)
 
     async def _dispatch(self, request: Request) -> Response:
         path: str = request.scope["path"]
@@ -210,6 +324,7 @@ class Gateway:
             handler = self.invoke_paths.get(inner_path)
             if handler is None or request.method != "POST":
                 if self.forwarder is not None:
+                    _set_outcome("forwarded")
                     return await self.forwarder.forward(request)
                 if handler is None:
                     raise NotFound(
@@ -223,7 +338,9 @@ class Gateway:
             except NoRoute:
                 body = request.scope.get(_BODY_KEY)
                 if not self._passthrough or self.forwarder is None or body is None:
+                    _set_outcome("no_route")
                     raise
+                _set_outcome("forwarded")
                 return await self.forwarder.forward(request, body)
         except GatewayError as exc:
             exc.message = self.redactor(exc.message)
@@ -351,6 +468,7 @@ class Gateway:
             summary = self.summary
             return await self._run_unary(request, lambda: summary.summarize(invocation))
         if self.forwarder is not None:
+            _set_outcome("forwarded")
             return await self.forwarder.forward(request, body)
         raise NoRoute(
             "no summary model configured: set summary_model to an LLM target, or dify.api_url to let Dify summarise"
@@ -360,6 +478,7 @@ class Gateway:
         try:
             return envelope_response(await unless_disconnected(request.receive, run()))
         except UpstreamError as exc:
+            _set_outcome("upstream_error")
             log.warning("%s failed: %s", request.scope["path"], self.redactor(exc.message))
             return unary_error_response(exc, self.redactor)
 

@@ -6,12 +6,14 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import orjson
 
 from gateway import __version__
 from gateway.config import CONFIG_ENV, INNER_API_KEY_ENV, ConfigError, GatewayConfig, load_config
+from gateway.logs import configure_logging
 from gateway.routing import RouteTable
 
 
@@ -26,6 +28,7 @@ def _load(path: str | None) -> GatewayConfig:
 HOST_ENV = "DIFY_GATEWAY_HOST"
 PORT_ENV = "DIFY_GATEWAY_PORT"
 WORKERS_ENV = "DIFY_GATEWAY_WORKERS"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _env_int(name: str) -> int | None:
@@ -47,7 +50,26 @@ def app_factory() -> object:
     """Entry point for uvicorn workers: the config path comes from the environment."""
     from gateway.app import create_app
 
-    return create_app(_load(os.environ.get(CONFIG_ENV)))
+    config = _load(os.environ.get(CONFIG_ENV))
+    configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
+    return create_app(config)
+
+
+def _prepare_multiprocess_metrics(workers: int) -> None:
+    """Several workers share their metrics through prometheus-client's multiprocess files.
+
+    Must run before prometheus-client is imported (it picks its value store at import).
+    The directory is ``$PROMETHEUS_MULTIPROC_DIR`` or a fresh temporary one; files a
+    previous run left there are removed, or their counts would be added to this run's.
+    """
+    if workers <= 1:
+        return
+    directory = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="dify-gateway-metrics-")
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+    os.environ[MULTIPROC_ENV] = directory
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,12 +81,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    import uvicorn
-
     host = args.host or os.environ.get(HOST_ENV) or config.server.host
     port = args.port or _env_int(PORT_ENV) or config.server.port
     workers = args.workers or _env_int(WORKERS_ENV) or 1
-    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _prepare_multiprocess_metrics(workers)
+    import uvicorn
+
+    configure_logging(config.server.log_level, config.server.log_format)
     logging.getLogger("dify_gateway").info(
         "dify-gateway %s serving on %s:%d with %d route(s) from %s",
         __version__,
@@ -81,6 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
         "access_log": config.server.access_log,
         "log_level": config.server.log_level,
         "lifespan": "on",
+        "log_config": None,  # logging is configured above (JSON or text), not by uvicorn
         # Requests in flight when the server stops get this long (see server.drain_timeout_s).
         "timeout_graceful_shutdown": config.server.drain_timeout_s,
     }

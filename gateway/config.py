@@ -52,6 +52,10 @@ class ServerConfig(_Strict):
     # Speech-to-text audio arrives hex-encoded (twice its size): 64 MiB allows ~30 MiB audio.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # json: one JSON object per line (for log pipelines); text: plain lines for people.
+    log_format: Literal["json", "text"] = "json"
+    # One line per inner-API request (ids, route, target, outcome, durations, tokens).
+    request_log: bool = True
     access_log: bool = False
     # Load the embedded models the routes use at start-up (readiness waits for them);
     # false loads each on its first call instead.

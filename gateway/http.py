@@ -16,6 +16,7 @@ from starlette.types import Receive
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized, UpstreamError
 from gateway.protocol.envelope import error_body, error_frame, ok_body
+from gateway.trace import current_trace
 
 log = logging.getLogger("dify_gateway")
 
@@ -151,6 +152,7 @@ async def stream_response(
             raise
         message = redact(exc.message)
         log.warning("stream failed before it started: %s", message)
+        _stream_failed()
         return StreamingResponse(_one(error_frame(message)), media_type=STREAM_MEDIA_TYPE)
     return StreamingResponse(_continue(first, frames, redact), media_type=STREAM_MEDIA_TYPE)
 
@@ -173,7 +175,15 @@ async def _continue(first: bytes, frames: AsyncIterator[bytes], redact: Callable
     except GatewayError as exc:
         message = redact(exc.message)
         log.warning("stream failed after it started: %s", message)
+        _stream_failed()
         yield error_frame(message)
     except Exception:
         log.exception("unexpected error inside a stream")
+        _stream_failed()
         yield error_frame(INTERNAL_ERROR)
+
+
+def _stream_failed() -> None:
+    trace = current_trace.get()
+    if trace is not None:
+        trace.stream_error = True

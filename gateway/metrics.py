@@ -6,13 +6,17 @@ several apps in one process never see each other's numbers.
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway import __version__
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.cache.store import StoreStats, VectorStore
 from gateway.resilience.health import TargetHealth
@@ -89,6 +93,15 @@ def _store_metrics(store: VectorStore) -> Iterator[Metric]:
         yield breaker
 
 
+class BuildInfoCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "dify_gateway_build_info", "The running version (value 1)", labels=["version", "python"]
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
+
+
 class ResilienceCollector(Collector):
     """Backends' breakers and calls in flight, and the process's own load and drain state.
 
@@ -137,8 +150,18 @@ class ResilienceCollector(Collector):
         )
 
 
+def multiprocess_dir() -> str | None:
+    """Set when several workers share metrics through prometheus-client's files."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 def build_registry(cache: EmbeddingCache | None, gateway: _Live | None = None) -> CollectorRegistry:
+    """The registry /metrics renders: this process's live state (cache, breakers, in flight)
+    and, with several workers, every worker's request metrics summed from the shared files."""
     registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_dir():
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(BuildInfoCollector())
     if cache is not None:
         registry.register(EmbeddingCacheCollector(cache))
     if gateway is not None:

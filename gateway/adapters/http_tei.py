@@ -27,6 +27,7 @@ from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, RerankCall, Re
 from gateway.adapters.http_client import HttpClient, JsonReply
 from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.routing import Target
+from gateway.trace import current_trace
 
 PREFIX = "tei/"
 DEFAULT_BATCH = 32
@@ -63,6 +64,9 @@ class TeiAdapter:
     @staticmethod
     def _headers(target: Target) -> dict[str, str]:
         headers = dict(target.config.headers)
+        trace = current_trace.get()
+        if trace is not None and trace.traceparent:
+            headers["traceparent"] = trace.traceparent
         if target.config.api_key is not None:
             headers["Authorization"] = f"Bearer {target.config.api_key.get_secret_value()}"
         return headers

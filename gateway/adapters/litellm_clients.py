@@ -22,7 +22,9 @@ class OpenAIClients:
 
     def get(self, kwargs: dict[str, Any]) -> Any:
         """The client for litellm call ``kwargs`` (api_base, api_key, organization, extra_headers, timeout)."""
-        headers: dict[str, str] = kwargs.get("extra_headers") or {}
+        # Per-request headers (the caller's traceparent) go with each call, not into the
+        # client: a client per trace id would be a connection pool per request.
+        headers = {k: v for k, v in (kwargs.get("extra_headers") or {}).items() if k != "traceparent"}
         key = (
             kwargs.get("api_base"),
             kwargs.get("api_key"),

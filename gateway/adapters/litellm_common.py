@@ -11,6 +11,7 @@ from gateway.adapters.litellm_errors import map_litellm_error
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.errors import GatewayError, UpstreamError
 from gateway.routing import Target
+from gateway.trace import current_trace
 
 T = TypeVar("T")
 
@@ -28,8 +29,12 @@ def target_kwargs(call_target: Target, timeout_s: float, connect_s: float | None
         kwargs["api_version"] = cfg.api_version
     if cfg.organization:
         kwargs["organization"] = cfg.organization
-    if cfg.headers:
-        kwargs["extra_headers"] = dict(cfg.headers)
+    headers = dict(cfg.headers)
+    trace = current_trace.get()
+    if trace is not None and trace.traceparent:
+        headers["traceparent"] = trace.traceparent  # the caller's trace continues upstream
+    if headers:
+        kwargs["extra_headers"] = headers
     total = deadline_s(call_target, timeout_s)
     if connect_s is not None and connect_s < total:
         import httpx  # litellm's own HTTP client: passes a split timeout on to the providers' clients

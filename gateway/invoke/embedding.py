@@ -18,6 +18,7 @@ from gateway.protocol.requests import MultimodalEmbeddingInvokeRequest, TextEmbe
 from gateway.protocol.results import EmbeddingResultDict, EmbeddingUsageDict
 from gateway.resilience.plan import Resilience
 from gateway.routing import RouteTable, Target
+from gateway.trace import current_trace
 
 # Most inputs one upstream call may carry, by litellm provider prefix (documented limits).
 _BATCH_LIMITS: dict[str, int] = {
@@ -110,6 +111,9 @@ class EmbeddingService:
 
         (embeddings, tokens), target = await call_upstream(self._resilience, resolution, context, attempt)
         usage = embedding_usage(tokens, target, self._model_map, time.monotonic() - started)
+        trace = current_trace.get()
+        if trace is not None:
+            trace.tokens_in = tokens
         return {"model": request.model, "embeddings": embeddings, "usage": usage}
 
     async def _embed_all(

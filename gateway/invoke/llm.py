@@ -17,6 +17,7 @@ from gateway.pricing import ModelMap
 from gateway.protocol.requests import LLMInvokeRequest, StructuredOutputInvokeRequest
 from gateway.resilience.plan import AttemptPlan, Resilience, stream_attempts
 from gateway.routing import Resolution, RouteTable, Target
+from gateway.trace import current_trace
 
 
 class LLMService:
@@ -118,6 +119,9 @@ class LLMService:
             prompt_chars += len(call.prompt or "")
             usage = TokenUsage(estimate_tokens(prompt_chars), estimate_tokens(len(full_text)))
         self._resilience.health.used_tokens(target, usage.prompt_tokens + usage.completion_tokens)
+        trace = current_trace.get()
+        if trace is not None:
+            trace.tokens_in, trace.tokens_out = usage.prompt_tokens, usage.completion_tokens
         usage_dict = llm_usage(usage, target_prices(target, self._model_map), time.monotonic() - started)
 
         if request.stream:

@@ -20,8 +20,6 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gateway.adapters.local.catalog import is_local
@@ -36,22 +34,9 @@ from gateway.errors import (
 )
 from gateway.resilience.health import TargetHealth
 from gateway.routing import Resolution, Target
+from gateway.trace import current_trace
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Trace:
-    """What happened to one request upstream, for response headers and logs."""
-
-    attempts: int = 0
-    target: Target | None = None  # the target of the last attempt (the one that answered)
-    upstream_s: float = 0.0  # time spent waiting on upstream attempts
-    errors: list[str] = field(default_factory=list)
-
-
-# Set by the app for each request; plans record into it when present.
-current_trace: ContextVar[Trace | None] = ContextVar("dify_gateway_trace", default=None)
 
 
 def counts_against_target(exc: BaseException) -> bool:
@@ -117,6 +102,8 @@ class AttemptPlan:
         self._started: float = 0.0
         self.attempts = 0
         self.trace = current_trace.get()
+        if self.trace is not None:
+            self.trace.route = resolution.route_label
 
     # --- choosing -----------------------------------------------------------------------
 

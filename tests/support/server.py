@@ -64,10 +64,14 @@ class GatewayProcess:
     """``dify-gateway serve`` as a separate process (its own GIL, real signals), with a
     configuration written to ``directory``; ready (``/readyz`` 200) on entry."""
 
-    def __init__(self, config: dict[str, Any], directory: Path, key: str = TEST_KEY) -> None:
+    def __init__(
+        self, config: dict[str, Any], directory: Path, key: str = TEST_KEY, workers: int = 1, **env: str
+    ) -> None:
         self._config_path = directory / "gateway.yaml"
         self._config_path.write_text(orjson.dumps(config).decode())
         self._key = key
+        self._workers = workers
+        self._env = env
         # Output goes to a file: an unread pipe fills up and then blocks the server's logging.
         self._log_path = directory / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -81,11 +85,11 @@ class GatewayProcess:
 
     def __enter__(self) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
-        env.update({"DIFY_INNER_API_KEY": self._key, "NO_PROXY": "127.0.0.1,localhost"})
+        env.update({"DIFY_INNER_API_KEY": self._key, "NO_PROXY": "127.0.0.1,localhost", **self._env})
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(self._config_path)]
         with self._log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                [*command, "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self._workers)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -115,3 +119,6 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def log(self) -> str:
+        return self._log_path.read_text(errors="replace")

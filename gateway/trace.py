@@ -1,0 +1,52 @@
+"""What happened to one request, gathered while it runs, for its metrics, log line and headers.
+
+The app sets a ``Trace`` in ``current_trace`` for each inner-API request; the code on the
+way (attempt plans, services, the stream writer) records into it when one is set. Nothing
+here is secret or prompt text.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # routing imports the configuration, which imports this (through http)
+    from gateway.routing import Target
+
+
+@dataclass(slots=True)
+class Trace:
+    request_id: str = ""
+    model_type: str = "other"  # from the path: llm, text-embedding, ... or forward / other
+    route: str | None = None  # the route label (bounded: from the configuration)
+    attempts: int = 0
+    target: Target | None = None  # the target of the last attempt (the one that answered)
+    upstream_s: float = 0.0  # time spent waiting on upstream attempts
+    errors: list[str] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    stream_error: bool = False  # a stream ended with an error frame
+    outcome: str | None = None  # set where it is known (see request_metrics.OUTCOMES)
+    traceparent: str | None = None  # the caller's W3C traceparent, passed on upstream
+
+
+current_trace: ContextVar[Trace | None] = ContextVar("dify_gateway_trace", default=None)
+
+
+def traced() -> Trace | None:
+    return current_trace.get()
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """A W3C ``traceparent`` worth passing on (version-traceid-parentid-flags), else None."""
+    if not value or len(value) != 55:
+        return None
+    parts = value.split("-")
+    if [len(p) for p in parts] != [2, 32, 16, 2] or parts[1] == "0" * 32 or parts[2] == "0" * 16:
+        return None
+    try:
+        int(value.replace("-", ""), 16)
+    except ValueError:
+        return None
+    return value.lower()

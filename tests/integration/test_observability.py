@@ -1,0 +1,212 @@
+"""Metrics, request logs and trace propagation, as an operator sees them."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.adapters.litellm_loader import load_litellm_sync
+from tests.fakes.upstream import Chat, Embeddings, FakeUpstream
+from tests.support.client import invoke_body, llm_request, post_stream, post_unary
+from tests.support.server import TEST_KEY, GatewayProcess, GatewayServer, gateway_config
+
+LLM = "/inner/api/invoke/llm"
+SERIES_CAP = 600  # for the configuration below, whatever the traffic
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def routes(upstream: FakeUpstream) -> list[dict[str, object]]:
+    target = {"model": "openai/{model}", "api_base": upstream.base_url, "api_key": "sk-metrics"}
+    return [
+        {"name": "chat", "match": {"type": "llm", "provider": "*", "model": "*"}, "targets": [target]},
+        {"name": "emb", "match": {"type": "text-embedding"}, "targets": [target]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
+    load_litellm_sync()
+    with GatewayServer(gateway_config(routes(upstream))) as server:
+        yield server
+
+
+def scrape(url: str) -> tuple[str, float]:
+    started = time.perf_counter()
+    reply = httpx.get(f"{url}/metrics", timeout=5)
+    elapsed = time.perf_counter() - started
+    assert reply.status_code == 200
+    return reply.text, elapsed
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(
+        value
+        for (sample, sample_labels), value in samples(text).items()
+        if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items())
+    )
+
+
+def test_random_traffic_keeps_series_bounded_and_ids_out(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    fake.default(Chat(deltas=["a", "b"]))
+    rng = random.Random(5)
+    tenants = [f"tenant-{rng.randrange(10**9)}" for _ in range(200)]
+    headers = {"X-Inner-Api-Key": TEST_KEY}
+    with httpx.Client(timeout=10) as client:
+        for i, tenant in enumerate(tenants):
+            provider = rng.choice(["openai", "anthropic", f"acme-{i}/plugin/p{i}", "langgenius/x/x"])
+            model = f"model-{rng.randrange(10**6)}"
+            body = llm_request(model, provider=provider, tenant_id=tenant, user_id=f"user-{i}", stream=i % 2 == 0)
+            assert client.post(f"{gateway.url}{LLM}", json=body, headers=headers).status_code == 200
+            if i % 10 == 0:  # types without a route: no_route, with random names too
+                rerank = invoke_body("rerank", model=model, tenant_id=tenant, query="q", docs=["d"])
+                client.post(f"{gateway.url}/inner/api/invoke/rerank", json=rerank, headers=headers)
+    text, _ = scrape(gateway.url)
+    series = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(series) < SERIES_CAP, len(series)
+    for tenant in tenants[:50]:
+        assert tenant not in text
+    assert "model-" not in text and "user-" not in text and "acme-" not in text
+    assert total(text, "dify_gateway_requests_total", type="llm", route="chat", outcome="ok") >= 200
+    assert total(text, "dify_gateway_requests_total", type="rerank", route="none", outcome="no_route") >= 20
+    with httpx.Client(timeout=5) as client:  # one client: building one per call costs more than a scrape
+        timings = []
+        for _ in range(20):
+            started = time.perf_counter()
+            assert client.get(f"{gateway.url}/metrics").status_code == 200
+            timings.append(time.perf_counter() - started)
+    assert sorted(timings)[len(timings) // 2] < 0.05, timings
+
+
+def test_request_metrics_measure_what_happened(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    before, _ = scrape(gateway.url)
+    fake.script("metered", Chat(deltas=["x"] * 5, usage=(11, 7), gap_s=0.05))
+    reply = post_stream(gateway.url, LLM, llm_request("metered"))
+    assert reply.outcome.error is None
+    fake.script("emb-m", Embeddings(usage_tokens=9))
+    emb = post_unary(gateway.url, "text-embedding", invoke_body("text-embedding", model="emb-m", texts=["a", "b"]))
+    assert emb.error is None
+    after, _ = scrape(gateway.url)
+
+    def grew(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew("dify_gateway_requests_total", type="llm", route="chat", outcome="ok") == 1
+    assert grew("dify_gateway_tokens_total", type="llm", direction="input") == 11
+    assert grew("dify_gateway_tokens_total", type="llm", direction="output") == 7
+    assert grew("dify_gateway_tokens_total", type="text-embedding", direction="input") == 9
+    assert grew("dify_gateway_upstream_attempts_total", type="llm") == 1
+    assert grew("dify_gateway_request_duration_seconds_count", type="llm") == 1
+    # The stream took >= 0.2 s upstream; the gateway's own share is far smaller.
+    assert grew("dify_gateway_request_duration_seconds_sum", type="llm") >= 0.2
+    assert grew("dify_gateway_overhead_seconds_sum", type="llm") < 0.1
+    assert grew("dify_gateway_time_to_first_byte_seconds_count", type="llm") == 1
+    assert total(after, "dify_gateway_build_info") == 1
+
+
+def test_unary_replies_carry_their_overhead_and_request_id(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    fake.script("emb-h", Embeddings())
+    reply = httpx.post(
+        f"{gateway.url}/inner/api/invoke/text-embedding",
+        json=invoke_body("text-embedding", model="emb-h", texts=["a"]),
+        headers={"X-Inner-Api-Key": TEST_KEY, "X-Request-Id": "req-42"},
+        timeout=10,
+    )
+    assert reply.status_code == 200
+    assert reply.headers["x-request-id"] == "req-42"
+    overhead_ms = float(reply.headers["x-dify-gateway-overhead-ms"])
+    assert 0 < overhead_ms < 50
+
+
+def test_traceparent_is_passed_upstream(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    fake.script("traced", Chat())
+    httpx.post(
+        f"{gateway.url}{LLM}",
+        json=llm_request("traced"),
+        headers={"X-Inner-Api-Key": TEST_KEY, "traceparent": TRACEPARENT},
+        timeout=10,
+    )
+    fake.script("emb-t", Embeddings())
+    httpx.post(
+        f"{gateway.url}/inner/api/invoke/text-embedding",
+        json=invoke_body("text-embedding", model="emb-t", texts=["a"]),
+        headers={"X-Inner-Api-Key": TEST_KEY, "traceparent": TRACEPARENT},
+        timeout=10,
+    )
+    sent = {r.model: r.headers.get("traceparent") for r in fake.requests}
+    assert sent["traced"] == TRACEPARENT
+    assert sent["emb-t"] == TRACEPARENT
+    # A malformed one is not passed on.
+    fake.script("badtrace", Chat())
+    httpx.post(
+        f"{gateway.url}{LLM}",
+        json=llm_request("badtrace"),
+        headers={"X-Inner-Api-Key": TEST_KEY, "traceparent": "not-a-trace"},
+        timeout=10,
+    )
+    assert next(r for r in fake.requests if r.model == "badtrace").headers.get("traceparent") is None
+
+
+def test_json_request_log_lines_without_prompt_text(upstream: FakeUpstream, fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.script("logged", Chat(deltas=["secret ", "answer"]))
+    with GatewayProcess(gateway_config(routes(upstream), server={"drain_grace_s": 0}), tmp_path) as server:
+        body = llm_request("logged")
+        body["prompt_messages"][1]["content"] = "PROMPT-TEXT-MUST-NOT-BE-LOGGED"
+        httpx.post(
+            f"{server.url}{LLM}",
+            json=body,
+            headers={"X-Inner-Api-Key": TEST_KEY, "traceparent": TRACEPARENT, "X-Request-Id": "log-req-1"},
+            timeout=30,
+        )
+        server.stop()
+        log = server.log()
+    assert "PROMPT-TEXT-MUST-NOT-BE-LOGGED" not in log and "secret answer" not in log
+    assert "sk-metrics" not in log and TEST_KEY not in log
+    lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert lines, log
+    request = next(line for line in lines if line.get("request_id") == "log-req-1")
+    assert request["msg"] == "request" and request["level"] == "info"
+    assert request["type"] == "llm" and request["route"] == "chat" and request["outcome"] == "ok"
+    assert request["target"] == "openai/logged" and request["attempts"] == 1
+    assert request["trace_id"] == TRACEPARENT[3:35]
+    assert request["duration_ms"] >= request["upstream_ms"] >= 0
+    assert request["tokens_in"] == 10 and request["tokens_out"] == 5
+    assert all("ts" in line and "level" in line for line in lines)
+
+
+def test_metrics_add_up_across_workers(upstream: FakeUpstream, fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.default(Chat())
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999.db").write_bytes(b"stale")  # a previous run's file: removed at start
+    config = gateway_config(routes(upstream), server={"drain_grace_s": 0})
+    with GatewayProcess(config, tmp_path, workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as server:
+        with httpx.Client(timeout=30) as client:  # new connections spread over both workers
+            for i in range(20):
+                reply = client.post(
+                    f"{server.url}{LLM}",
+                    json=llm_request(f"w{i}"),
+                    headers={"X-Inner-Api-Key": TEST_KEY, "Connection": "close"},
+                )
+                assert reply.status_code == 200
+        counts = set()
+        for _ in range(6):
+            text = httpx.get(f"{server.url}/metrics", headers={"Connection": "close"}, timeout=5).text
+            counts.add(total(text, "dify_gateway_requests_total", type="llm", outcome="ok"))
+        assert counts == {20.0}, counts  # every scrape, whichever worker answers, sums both
+        pids = {p.name.split("_")[-1] for p in metrics_dir.glob("*.db")}
+        assert len(pids) == 2, pids
