@@ -76,6 +76,7 @@ from gateway.resilience.shared import SharedBreakers
 from gateway.routing import RouteTable
 from gateway.serverless import TRANSACTION_PATH, ServerlessEndpoint
 from gateway.trace import Trace, current_trace, valid_traceparent
+from gateway.tracing import Tracing
 
 log = logging.getLogger("dify_gateway")
 request_log = logging.getLogger(REQUEST_LOGGER)
@@ -149,6 +150,7 @@ class Gateway:
         )
         self.metrics = build_registry(self.embedding_cache, self)
         self.request_metrics = RequestMetrics(None if multiprocess_dir() else self.metrics)
+        self.tracing = Tracing(config.tracing) if config.tracing.enabled else None
         self._request_log = config.server.request_log
         self.rerank = RerankService(self.routes, self.backends, self.resilience)
         self.tts = TTSService(self.routes, self.backends, self.resilience)
@@ -226,6 +228,7 @@ class Gateway:
             model_type=_PATH_TYPES.get(inner_path, "forward" if self.forwarder is not None else "other"),
             traceparent=valid_traceparent(headers.get("traceparent")),
         )
+        span = self.tracing.start(trace) if self.tracing is not None else None
         first_byte: float | None = None
         sent_bytes = 0
         status = 0
@@ -269,13 +272,22 @@ class Gateway:
         finally:
             current_trace.reset(token)
             self.in_flight -= 1
-            self._record(trace, status, started, first_byte, sent_bytes, scope)
+            self._record(trace, status, started, first_byte, sent_bytes, scope, span)
 
     def _record(
-        self, trace: Trace, status: int, started: float, first_byte: float | None, sent_bytes: int, scope: Scope
+        self,
+        trace: Trace,
+        status: int,
+        started: float,
+        first_byte: float | None,
+        sent_bytes: int,
+        scope: Scope,
+        span: Any,
     ) -> None:
         duration_s = time.perf_counter() - started
         outcome = trace.outcome or _outcome_of(status, trace)
+        if span is not None:
+            Tracing.finish(span, trace, outcome, status, duration_s)
         body = scope.get(_BODY_KEY)
         request_bytes = len(body) if isinstance(body, bytes) else 0
         first_byte_s = first_byte - started if first_byte is not None else None
@@ -361,6 +373,8 @@ class Gateway:
                     task.cancel()
                 if self.shared_breakers is not None:
                     await self.shared_breakers.aclose()
+                if self.tracing is not None:
+                    await asyncio.to_thread(self.tracing.shutdown)  # flushes buffered spans
                 await self.backends.aclose()
                 if self.embedding_cache is not None:
                     await self.embedding_cache.store.aclose()

@@ -48,11 +48,21 @@ def _env_int(name: str) -> int | None:
 
 def app_factory() -> object:
     """Entry point for uvicorn workers: the config path comes from the environment."""
-    from gateway.app import create_app
 
     config = _load(os.environ.get(CONFIG_ENV))
     configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
-    return create_app(config)
+    return _create(config)
+
+
+def _create(config: GatewayConfig) -> object:
+    from gateway.app import create_app
+    from gateway.errors import GatewayError
+
+    try:
+        return create_app(config)
+    except GatewayError as exc:
+        print(f"dify-gateway: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _prepare_multiprocess_metrics(workers: int) -> None:
@@ -113,9 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[CONFIG_ENV] = args.config
         uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     else:
-        from gateway.app import create_app
-
-        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        uvicorn.run(_create(config), **options)  # type: ignore[arg-type]
     return 0
 
 

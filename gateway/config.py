@@ -161,6 +161,18 @@ class BreakerConfig(_Strict):
     shared: bool = False
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry spans (the ``otel`` extra): one per inner-API request, sent over OTLP/HTTP."""
+
+    enabled: bool = False
+    # The collector's traces endpoint; default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else
+    # $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, else http://localhost:4318/v1/traces.
+    endpoint: str | None = None
+    service_name: str = "dify-gateway"
+    # Share of traces started here that are recorded (a caller's sampled flag is followed).
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+
 class ResilienceConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -266,6 +278,7 @@ class GatewayConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     summary_model: TargetConfig | None = None
     serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
     # How many pieces of a long text are summarised at once.

@@ -210,3 +210,56 @@ def test_metrics_add_up_across_workers(upstream: FakeUpstream, fake: FakeUpstrea
         assert counts == {20.0}, counts  # every scrape, whichever worker answers, sums both
         pids = {p.name.split("_")[-1] for p in metrics_dir.glob("*.db")}
         assert len(pids) == 2, pids
+
+
+def test_opentelemetry_spans_continue_the_callers_trace(upstream: FakeUpstream, fake: FakeUpstream) -> None:
+    from tests.fakes.otlp import FakeCollector
+
+    load_litellm_sync()
+    with FakeCollector() as collector:
+        config = gateway_config(
+            routes(upstream), tracing={"enabled": True, "endpoint": collector.traces_url, "service_name": "gw-test"}
+        )
+        fake.script("spanned", Chat(usage=(3, 4)))
+        with GatewayServer(config) as server:
+            reply = httpx.post(
+                f"{server.url}{LLM}",
+                json=llm_request("spanned"),
+                headers={"X-Inner-Api-Key": TEST_KEY, "traceparent": TRACEPARENT, "X-Request-Id": "span-1"},
+                timeout=10,
+            )
+            assert reply.status_code == 200
+        # Shutting the server down flushed the span.
+        spans = [s for s in collector.spans(count=1) if s.attributes.get("dify_gateway.request_id") == "span-1"]
+    assert len(spans) == 1
+    span = spans[0]
+    assert span.service == "gw-test" and span.name == "dify-gateway llm"
+    assert span.trace_id == TRACEPARENT[3:35]  # the caller's trace ...
+    assert span.parent_span_id == TRACEPARENT[36:52]  # ... with the caller's span as parent
+    assert span.attributes["dify_gateway.outcome"] == "ok"
+    assert span.attributes["dify_gateway.target"] == "openai/spanned"
+    assert span.attributes["gen_ai.usage.input_tokens"] == 3
+    # Upstream got the gateway's own span as the parent, in the same trace.
+    sent = next(r for r in fake.requests if r.model == "spanned").headers["traceparent"]
+    assert sent[3:35] == TRACEPARENT[3:35] and sent[36:52] == span.span_id
+
+
+def test_tracing_without_the_packages_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text("tracing: {enabled: true}\n")
+    script = (
+        "import sys; sys.modules['opentelemetry'] = None; "  # as if the otel extra were not installed
+        "from gateway.cli import main; sys.exit(main(['serve', '--config', sys.argv[1]]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        env={"PATH": "/usr/bin:/bin", "DIFY_INNER_API_KEY": "k"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr.decode()
+    assert b"pip install 'dify-gateway[otel]'" in result.stderr
+    assert b"Traceback" not in result.stderr
