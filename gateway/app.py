@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.local.catalog import is_local
-from gateway.adapters.registry import Backends
+from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.setup import build_embedding_cache
 from gateway.config import GatewayConfig
@@ -73,7 +73,7 @@ from gateway.resilience.drain import Drain
 from gateway.resilience.health import TargetHealth
 from gateway.resilience.plan import Resilience
 from gateway.resilience.shared import SharedBreakers
-from gateway.routing import RouteTable
+from gateway.routing import RouteTable, Target
 from gateway.serverless import TRANSACTION_PATH, ServerlessEndpoint
 from gateway.trace import Trace, current_trace, valid_traceparent
 from gateway.tracing import Tracing
@@ -423,10 +423,14 @@ class Gateway:
             self.ready = True
 
     def _needs_litellm(self) -> bool:
-        targets = [t for r in self.config.routes for t in r.targets]
-        if self.config.summary_model is not None:
-            targets.append(self.config.summary_model)
-        return any(not is_local(t.model) for t in targets)
+        """Whether a route or the summary model may need litellm (else it is never imported)."""
+        if self.config.summary_model is not None and not is_local(self.config.summary_model.model):
+            return True
+        for route in self.config.routes:
+            for config in [*route.targets, *route.fallbacks]:
+                if uses_litellm(Target(config=config, model=config.model), route.match.types):
+                    return True
+        return False
 
     # --- handlers ---------------------------------------------------------------------
 

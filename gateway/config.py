@@ -190,6 +190,9 @@ class TargetConfig(_Strict):
     timeout_s: float | None = Field(default=None, gt=0)
     # Force the upstream API style for LLM calls; None follows the request's mode.
     mode: Literal["chat", "completion"] | None = None
+    # LLM chat through the gateway's own OpenAI-compatible client instead of litellm. None:
+    # automatic (openai/ and hosted_vllm/ targets without api_version or litellm_params).
+    native: bool | None = None
     # How structured output is obtained: "auto" uses the model's JSON-schema support
     # when litellm's model map knows it, else a schema prompt.
     structured_output: Literal["auto", "native", "prompt"] = "auto"

@@ -28,6 +28,7 @@ from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
 from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
 from gateway.adapters.local.catalog import is_local
+from gateway.adapters.openai_compat import OpenAICompatChat, native_chat
 from gateway.errors import NoRoute
 from gateway.routing import Target
 
@@ -37,12 +38,21 @@ if TYPE_CHECKING:
 TEI_PREFIX = "tei/"
 
 
+def uses_litellm(target: Target, model_types: Iterable[str] = ("llm",)) -> bool:
+    """Whether serving ``target`` for these model types may need litellm (chat in completion
+    mode always may, so only pure-chat native targets never do)."""
+    if is_local(target.model) or target.model.startswith(TEI_PREFIX):
+        return False
+    return not (set(model_types) <= {"llm"} and native_chat(target) and target.config.mode != "completion")
+
+
 class Backends:
     """The live adapters of one app instance (one per kind, shared by all requests)."""
 
     def __init__(self, chat: ChatAdapter | None = None) -> None:
         self.http = HttpClient()
         self._litellm_chat: ChatAdapter = chat or LiteLLMChatAdapter()
+        self._native_chat = OpenAICompatChat(self.http, self._litellm_chat)
         self._litellm_embedding = LiteLLMEmbeddingAdapter()
         self._litellm_rerank = LiteLLMRerankAdapter()
         self._litellm_speech = LiteLLMSpeechAdapter()
@@ -86,13 +96,13 @@ class Backends:
     async def ready(self, target: Target) -> None:
         """Wait until what serves ``target`` is loaded (litellm is imported in the background
         at start-up, which takes seconds): callers start their upstream clocks after this."""
-        if not is_local(target.model) and not target.model.startswith(TEI_PREFIX):
+        if uses_litellm(target):
             await load_litellm()
 
     def chat(self, target: Target) -> ChatAdapter:
         if is_local(target.model):
             raise NoRoute(f"target {target.model!r}: the gateway has no embedded LLM; route llm calls to a backend")
-        return self._litellm_chat
+        return self._native_chat if native_chat(target) else self._litellm_chat
 
     def embedding(self, target: Target) -> EmbeddingAdapter:
         if is_local(target.model):

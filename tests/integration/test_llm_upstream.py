@@ -22,8 +22,10 @@ STRUCTURED = "/inner/api/invoke/llm/structured-output"
 SECRET = "sk-upstream-secret-123"
 
 
-@pytest.fixture(scope="module")
-def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
+@pytest.fixture(scope="module", params=["native", "litellm"])
+def gateway(upstream: FakeUpstream, request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+    """Every test runs against both chat clients: the native OpenAI-compatible one and litellm."""
+    native = request.param == "native"
     routes = [
         {
             "name": "prompted",
@@ -34,19 +36,24 @@ def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
                     "api_base": upstream.base_url,
                     "api_key": SECRET,
                     "structured_output": "prompt",
+                    "native": native,
                 }
             ],
         },
         {
             "name": "slow",
             "match": {"type": "llm", "provider": "openai", "model": "slow-*"},
-            "targets": [{"model": "openai/{model}", "api_base": upstream.base_url, "api_key": SECRET}],
+            "targets": [
+                {"model": "openai/{model}", "api_base": upstream.base_url, "api_key": SECRET, "native": native}
+            ],
             "timeouts": {"total_s": 1.0},
         },
         {
             "name": "openai-all",
             "match": {"type": "llm", "provider": "openai"},
-            "targets": [{"model": "openai/{model}", "api_base": upstream.base_url, "api_key": SECRET}],
+            "targets": [
+                {"model": "openai/{model}", "api_base": upstream.base_url, "api_key": SECRET, "native": native}
+            ],
         },
     ]
     with GatewayServer(gateway_config(routes)) as server:

@@ -33,9 +33,11 @@ TOTAL_S = 3.0
 TOLERANCE_S = 0.1  # a deadline fires within this of its value (measured with client overhead)
 
 
-@pytest.fixture(scope="module")
-def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
-    target = {"model": "openai/{model}", "api_base": upstream.base_url, "api_key": "sk-test"}
+@pytest.fixture(scope="module", params=["native", "litellm"])
+def gateway(upstream: FakeUpstream, request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+    """The matrix runs against both chat clients: the native OpenAI-compatible one and litellm."""
+    native = request.param == "native"
+    target = {"model": "openai/{model}", "api_base": upstream.base_url, "api_key": "sk-test", "native": native}
     timeouts = {"ttft_s": TTFT_S, "idle_s": IDLE_S, "total_s": TOTAL_S}
     routes = [
         {"name": "matrix", "match": {"type": "llm", "provider": "openai"}, "targets": [target], "timeouts": timeouts},
@@ -43,7 +45,7 @@ def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
             "name": "with-fallback",
             "match": {"type": "llm", "provider": "fb"},
             "targets": [target],
-            "fallbacks": [{"model": "openai/backup-model", "api_base": upstream.base_url, "api_key": "sk-test"}],
+            "fallbacks": [{**target, "model": "openai/backup-model"}],
             "timeouts": timeouts,
         },
         {"name": "emb", "match": {"type": "text-embedding"}, "targets": [target], "timeouts": timeouts},

@@ -1,0 +1,214 @@
+"""Native chat for OpenAI-compatible upstreams: one shared aiohttp session, SSE lines parsed
+straight into ``ChatEvent`` with orjson, no per-chunk objects beyond the event itself.
+
+litellm costs ~10 ms of CPU per call and 1.4-2.9 ms per streamed chunk; this path costs a
+small fraction of that. It serves chat-mode calls to targets ``native_chat`` selects
+(``openai/...`` and ``hosted_vllm/...`` unless the target says ``native: false`` or needs
+litellm-only settings); everything else goes through litellm, behind the same interface.
+
+Wire: ``POST {api_base}/chat/completions`` with ``Authorization: Bearer``; streams are SSE
+``data: {chunk}`` lines ending with ``data: [DONE]``, usage in a last chunk with no choices
+(``stream_options.include_usage``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.adapters.base import ChatAdapter, ChatCall, ChatEvent, TokenUsage, ToolCallDelta
+from gateway.adapters.http_client import HttpClient, error_detail
+from gateway.errors import (
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    retry_after_seconds,
+    upstream_error_for_status,
+)
+from gateway.routing import Target
+from gateway.trace import current_trace
+
+OPENAI_BASE = "https://api.openai.com/v1"
+# litellm provider prefixes whose chat API is OpenAI's own.
+NATIVE_PREFIXES = ("openai/", "hosted_vllm/")
+
+
+def native_chat(target: Target) -> bool:
+    """Whether the native client serves this target's chat calls."""
+    cfg = target.config
+    if cfg.native is not None:
+        return cfg.native
+    if not target.model.startswith(NATIVE_PREFIXES):
+        return False
+    # Settings only litellm understands keep the call on litellm.
+    return not cfg.litellm_params and not cfg.api_version
+
+
+def _base(target: Target) -> str:
+    api_base = target.config.api_base
+    if api_base:
+        return api_base.rstrip("/")
+    if target.model.startswith("openai/"):
+        return OPENAI_BASE
+    raise UpstreamUnavailable(f"target {target.model!r} needs an api_base for the native OpenAI-compatible client")
+
+
+def _usage(raw: Any) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    if prompt is None and completion is None:
+        return None
+    return TokenUsage(int(prompt or 0), int(completion or 0))
+
+
+def _tool_deltas(raw: Any) -> list[ToolCallDelta] | None:
+    if not raw or not isinstance(raw, list):
+        return None
+    deltas = []
+    for position, call in enumerate(raw):
+        function = call.get("function") or {}
+        index = call.get("index")
+        deltas.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) else position,
+                id=call.get("id") or None,
+                name=function.get("name") or None,
+                arguments=function.get("arguments"),
+            )
+        )
+    return deltas
+
+
+class OpenAICompatChat:
+    """The native client; ``fallback`` (litellm) serves what it does not (completion mode)."""
+
+    def __init__(self, http: HttpClient, fallback: ChatAdapter) -> None:
+        self._http = http
+        self._fallback = fallback
+
+    def chat(self, call: ChatCall) -> AsyncIterator[ChatEvent]:
+        if call.prompt is not None:  # completion mode: litellm's text-completion support
+            return self._fallback.chat(call)
+        return self._chat(call)
+
+    def _request(self, call: ChatCall) -> tuple[str, bytes, dict[str, str]]:
+        target = call.target
+        cfg = target.config
+        body: dict[str, Any] = {"model": target.model_name, "messages": call.messages, **call.params}
+        if call.tools:
+            body["tools"] = call.tools
+            if call.tool_choice is not None:
+                body["tool_choice"] = call.tool_choice
+        if call.stop:
+            body["stop"] = call.stop
+        if call.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        headers = {"Content-Type": "application/json", **cfg.headers}
+        if cfg.api_key is not None:
+            headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
+        if cfg.organization:
+            headers["OpenAI-Organization"] = cfg.organization
+        trace = current_trace.get()
+        if trace is not None and trace.traceparent:
+            headers["traceparent"] = trace.traceparent
+        return f"{_base(target)}/chat/completions", orjson.dumps(body), headers
+
+    async def _chat(self, call: ChatCall) -> AsyncIterator[ChatEvent]:
+        where = call.context.describe(call.target)
+        url, body, headers = self._request(call)
+        secret = call.target.config.api_key.get_secret_value() if call.target.config.api_key else None
+        timeout = aiohttp.ClientTimeout(total=call.timeout_s, sock_connect=call.connect_timeout_s)
+        try:
+            async with self._http.session().post(url, data=body, headers=headers, timeout=timeout) as resp:
+                if resp.status >= 300:
+                    raise _status_error(resp.status, await resp.read(), resp.headers, where, secret)
+                if not call.stream:
+                    yield _whole(await resp.read(), where)
+                    return
+                async for event in _sse_events(resp, where):
+                    yield event
+        except UpstreamError:
+            raise
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream timed out ({where})") from exc
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            if secret:
+                detail = detail.replace(secret, "***")
+            raise UpstreamUnavailable(f"upstream unreachable or failed ({where}): {detail}") from exc
+
+
+def _status_error(status: int, body: bytes, headers: Any, where: str, secret: str | None) -> UpstreamError:
+    cls = upstream_error_for_status(status)
+    detail = error_detail(body)
+    if secret:
+        detail = detail.replace(secret, "***")
+    return cls(
+        f"upstream error HTTP {status} ({where}): {detail}", status, retry_after_seconds(headers.get("Retry-After"))
+    )
+
+
+def _whole(body: bytes, where: str) -> ChatEvent:
+    try:
+        data = orjson.loads(body)
+        choice = (data.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError) as exc:
+        raise UpstreamUnavailable(f"malformed reply from upstream ({where}): not a chat completion") from exc
+    content = message.get("content")
+    return ChatEvent(
+        text=content if isinstance(content, str) else "",
+        tool_calls=_tool_deltas(message.get("tool_calls")),
+        finish_reason=choice.get("finish_reason"),
+        usage=_usage(data.get("usage")),
+        model=data.get("model"),
+        system_fingerprint=data.get("system_fingerprint"),
+    )
+
+
+async def _sse_events(resp: aiohttp.ClientResponse, where: str) -> AsyncIterator[ChatEvent]:
+    """Events from the SSE body; a stream cut before ``[DONE]`` with no finish reason raises."""
+    finished = False
+    async for raw in resp.content:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue  # blank separators, comments, event names
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a chunk is not JSON") from exc
+        if not isinstance(chunk, dict):
+            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a chunk is not an object")
+        error = chunk.get("error")
+        if error:
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise UpstreamUnavailable(f"upstream failed mid-stream ({where}): {str(message)[:200]}")
+        usage = _usage(chunk.get("usage"))
+        choices = chunk.get("choices")
+        if not choices:
+            if usage is not None:
+                yield ChatEvent(usage=usage)
+            continue
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        finish = choice.get("finish_reason")
+        finished = finished or bool(finish)
+        yield ChatEvent(
+            text=content if isinstance(content, str) else "",
+            tool_calls=_tool_deltas(delta.get("tool_calls")),
+            finish_reason=finish,
+            usage=usage,
+            model=chunk.get("model"),
+            system_fingerprint=chunk.get("system_fingerprint"),
+        )
+    if not finished:
+        raise UpstreamUnavailable(f"upstream stream ended before the answer was finished ({where})")
