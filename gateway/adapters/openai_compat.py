@@ -1,27 +1,40 @@
-"""Native chat for OpenAI-compatible upstreams: one shared aiohttp session, SSE lines parsed
+"""Native chat and embeddings for OpenAI-compatible upstreams: one shared aiohttp session, SSE lines parsed
 straight into ``ChatEvent`` with orjson, no per-chunk objects beyond the event itself.
 
 litellm costs ~10 ms of CPU per call and 1.4-2.9 ms per streamed chunk; this path costs a
-small fraction of that. It serves chat-mode calls to targets ``native_chat`` selects
+small fraction of that. It serves chat-mode and text embedding calls to targets ``native_openai`` selects
 (``openai/...`` and ``hosted_vllm/...`` unless the target says ``native: false`` or needs
 litellm-only settings); everything else goes through litellm, behind the same interface.
 
 Wire: ``POST {api_base}/chat/completions`` with ``Authorization: Bearer``; streams are SSE
 ``data: {chunk}`` lines ending with ``data: [DONE]``, usage in a last chunk with no choices
-(``stream_options.include_usage``).
+(``stream_options.include_usage``). ``POST {api_base}/embeddings`` with
+``encoding_format: base64`` (float32 little-endian: a fraction of the JSON float cost).
 """
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 
-from gateway.adapters.base import ChatAdapter, ChatCall, ChatEvent, TokenUsage, ToolCallDelta
+from gateway.adapters.base import (
+    ChatAdapter,
+    ChatCall,
+    ChatEvent,
+    EmbeddingCall,
+    EmbeddingOutput,
+    TokenUsage,
+    ToolCallDelta,
+)
 from gateway.adapters.http_client import HttpClient, error_detail
+from gateway.adapters.litellm_common import call_params
+from gateway.adapters.litellm_embedding import PARAMS as EMBEDDING_PARAMS, ordered_vectors, reported_tokens
 from gateway.errors import (
+    BadRequest,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -36,8 +49,8 @@ OPENAI_BASE = "https://api.openai.com/v1"
 NATIVE_PREFIXES = ("openai/", "hosted_vllm/")
 
 
-def native_chat(target: Target) -> bool:
-    """Whether the native client serves this target's chat calls."""
+def native_openai(target: Target) -> bool:
+    """Whether the native client serves this target's chat and embedding calls."""
     cfg = target.config
     if cfg.native is not None:
         return cfg.native
@@ -97,7 +110,6 @@ class OpenAICompatChat:
 
     def _request(self, call: ChatCall) -> tuple[str, bytes, dict[str, str]]:
         target = call.target
-        cfg = target.config
         body: dict[str, Any] = {"model": target.model_name, "messages": call.messages, **call.params}
         if call.tools:
             body["tools"] = call.tools
@@ -108,15 +120,7 @@ class OpenAICompatChat:
         if call.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        headers = {"Content-Type": "application/json", **cfg.headers}
-        if cfg.api_key is not None:
-            headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
-        if cfg.organization:
-            headers["OpenAI-Organization"] = cfg.organization
-        trace = current_trace.get()
-        if trace is not None and trace.traceparent:
-            headers["traceparent"] = trace.traceparent
-        return f"{_base(target)}/chat/completions", orjson.dumps(body), headers
+        return f"{_base(target)}/chat/completions", orjson.dumps(body), _headers(target)
 
     async def _chat(self, call: ChatCall) -> AsyncIterator[ChatEvent]:
         where = call.context.describe(call.target)
@@ -141,6 +145,64 @@ class OpenAICompatChat:
             if secret:
                 detail = detail.replace(secret, "***")
             raise UpstreamUnavailable(f"upstream unreachable or failed ({where}): {detail}") from exc
+
+
+def _headers(target: Target) -> dict[str, str]:
+    cfg = target.config
+    headers = {"Content-Type": "application/json", **cfg.headers}
+    if cfg.api_key is not None:
+        headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
+    if cfg.organization:
+        headers["OpenAI-Organization"] = cfg.organization
+    trace = current_trace.get()
+    if trace is not None and trace.traceparent:
+        headers["traceparent"] = trace.traceparent  # the caller's trace continues upstream
+    return headers
+
+
+class OpenAICompatEmbedding:
+    """Text embeddings from ``/embeddings``; other inputs are refused as litellm's path would."""
+
+    def __init__(self, http: HttpClient) -> None:
+        self._http = http
+
+    async def embed(self, call: EmbeddingCall) -> EmbeddingOutput:
+        if not call.inputs:
+            return EmbeddingOutput(vectors=[], tokens=None)
+        target = call.target
+        where = call.context.describe(target)
+        for position, item in enumerate(call.inputs):
+            if item.kind != "text":
+                raise BadRequest(f"target {target.model!r} cannot embed {item.kind} inputs (input {position}; {where})")
+        body = {
+            "model": target.model_name,
+            "input": [item.content for item in call.inputs],
+            "encoding_format": "base64",
+            **call_params(target, EMBEDDING_PARAMS),
+        }
+        secret = target.config.api_key.get_secret_value() if target.config.api_key else None
+        reply = await self._http.post_json(
+            f"{_base(target)}/embeddings",
+            body,
+            timeout_s=call.timeout_s,
+            where=where,
+            headers=_headers(target),
+            secret=secret,
+        )
+        data = reply.data.get("data") if isinstance(reply.data, dict) else None
+        try:
+            vectors = ordered_vectors(data, len(call.inputs))
+        except (ValueError, binascii.Error) as exc:
+            raise UpstreamUnavailable(f"malformed reply from upstream ({where}): {exc}") from exc
+        usage = reply.data.get("usage") if isinstance(reply.data, dict) else None
+        return EmbeddingOutput(vectors=vectors, tokens=reported_tokens(_Usage(usage)))
+
+
+class _Usage:
+    """``reported_tokens`` reads attributes, as on litellm's response objects."""
+
+    def __init__(self, usage: Any) -> None:
+        self.usage = usage
 
 
 def _status_error(status: int, body: bytes, headers: Any, where: str, secret: str | None) -> UpstreamError:

@@ -28,7 +28,7 @@ from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
 from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
 from gateway.adapters.local.catalog import is_local
-from gateway.adapters.openai_compat import OpenAICompatChat, native_chat
+from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding, native_openai
 from gateway.errors import NoRoute
 from gateway.routing import Target
 
@@ -38,12 +38,16 @@ if TYPE_CHECKING:
 TEI_PREFIX = "tei/"
 
 
+_NATIVE_TYPES = frozenset({"llm", "text-embedding", "multimodal-embedding"})
+
+
 def uses_litellm(target: Target, model_types: Iterable[str] = ("llm",)) -> bool:
-    """Whether serving ``target`` for these model types may need litellm (chat in completion
-    mode always may, so only pure-chat native targets never do)."""
+    """Whether serving ``target`` for these model types may need litellm (a chat in
+    completion mode still goes through it)."""
     if is_local(target.model) or target.model.startswith(TEI_PREFIX):
         return False
-    return not (set(model_types) <= {"llm"} and native_chat(target) and target.config.mode != "completion")
+    native = native_openai(target) and target.config.mode != "completion"
+    return not (native and set(model_types) <= _NATIVE_TYPES)
 
 
 class Backends:
@@ -53,6 +57,7 @@ class Backends:
         self.http = HttpClient()
         self._litellm_chat: ChatAdapter = chat or LiteLLMChatAdapter()
         self._native_chat = OpenAICompatChat(self.http, self._litellm_chat)
+        self._native_embedding = OpenAICompatEmbedding(self.http)
         self._litellm_embedding = LiteLLMEmbeddingAdapter()
         self._litellm_rerank = LiteLLMRerankAdapter()
         self._litellm_speech = LiteLLMSpeechAdapter()
@@ -102,14 +107,14 @@ class Backends:
     def chat(self, target: Target) -> ChatAdapter:
         if is_local(target.model):
             raise NoRoute(f"target {target.model!r}: the gateway has no embedded LLM; route llm calls to a backend")
-        return self._native_chat if native_chat(target) else self._litellm_chat
+        return self._native_chat if native_openai(target) else self._litellm_chat
 
     def embedding(self, target: Target) -> EmbeddingAdapter:
         if is_local(target.model):
             return self.local.embedding()
         if target.model.startswith(TEI_PREFIX):
             return self._tei
-        return self._litellm_embedding
+        return self._native_embedding if native_openai(target) else self._litellm_embedding
 
     def rerank(self, target: Target) -> RerankAdapter:
         if is_local(target.model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -195,21 +196,31 @@ def test_metrics_add_up_across_workers(upstream: FakeUpstream, fake: FakeUpstrea
     (metrics_dir / "counter_999.db").write_bytes(b"stale")  # a previous run's file: removed at start
     config = gateway_config(routes(upstream), server={"drain_grace_s": 0})
     with GatewayProcess(config, tmp_path, workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as server:
-        with httpx.Client(timeout=30) as client:  # new connections spread over both workers
-            for i in range(20):
-                reply = client.post(
-                    f"{server.url}{LLM}",
-                    json=llm_request(f"w{i}"),
-                    headers={"X-Inner-Api-Key": TEST_KEY, "Connection": "close"},
-                )
-                assert reply.status_code == 200
+        sent = 0
+
+        def workers_seen() -> int:
+            return len({p.name.rsplit("_", 1)[-1] for p in metrics_dir.glob("*.db")})
+
+        # Concurrent batches on fresh connections until both workers have served requests
+        # (which worker accepts a connection is the kernel's choice).
+        with ThreadPoolExecutor(8) as pool:
+            while sent < 200 and (sent == 0 or workers_seen() < 2):
+                statuses = list(pool.map(lambda i: _post_llm(server.url, f"w{i}"), range(sent, sent + 8)))
+                assert statuses == [200] * 8
+                sent += 8
+        assert workers_seen() == 2
         counts = set()
         for _ in range(6):
             text = httpx.get(f"{server.url}/metrics", headers={"Connection": "close"}, timeout=5).text
             counts.add(total(text, "dify_gateway_requests_total", type="llm", outcome="ok"))
-        assert counts == {20.0}, counts  # every scrape, whichever worker answers, sums both
-        pids = {p.name.split("_")[-1] for p in metrics_dir.glob("*.db")}
-        assert len(pids) == 2, pids
+        assert counts == {float(sent)}, counts  # every scrape, whichever worker answers, sums both
+
+
+def _post_llm(url: str, model: str) -> int:
+    reply = httpx.post(
+        f"{url}{LLM}", json=llm_request(model), headers={"X-Inner-Api-Key": TEST_KEY, "Connection": "close"}, timeout=30
+    )
+    return reply.status_code
 
 
 def test_opentelemetry_spans_continue_the_callers_trace(upstream: FakeUpstream, fake: FakeUpstream) -> None:
