@@ -105,6 +105,14 @@ def _headers(scope: Scope) -> dict[str, str]:
     return found
 
 
+async def _warm_litellm() -> None:
+    """Import litellm in the background; a failure here is retried by the first call."""
+    try:
+        await load_litellm()
+    except Exception:
+        log.exception("importing litellm failed; the first call that needs it will try again")
+
+
 def _set_outcome(outcome: str) -> None:
     trace = current_trace.get()
     if trace is not None:
@@ -389,7 +397,7 @@ class Gateway:
         """
         loop = asyncio.get_running_loop()
         if self._needs_litellm():
-            self._warmups.append(loop.create_task(load_litellm()))
+            self._warmups.append(loop.create_task(_warm_litellm()))
         if self.shared_breakers is not None:
             self.shared_breakers.start()
         if self.embedding_cache is not None:

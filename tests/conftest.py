@@ -51,6 +51,21 @@ def _network_guard(event: str, args: tuple[Any, ...]) -> None:
 sys.addaudithook(_network_guard)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _litellm_imported() -> None:
+    """litellm imported once, up front. Gateways import it in a background thread at start-up,
+    but pytest swaps the process-wide warning filters per test (warnings are errors here), so
+    an import running across a test's start can trip over a warning litellm itself silences
+    at import (pydantic's ReadOnly TypedDict notice) and be left half done."""
+    import warnings
+
+    from gateway.adapters.litellm_loader import load_litellm_sync
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_litellm_sync()
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream()

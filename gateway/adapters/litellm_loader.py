@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import warnings
 from types import ModuleType
@@ -32,20 +33,32 @@ def load_litellm_sync() -> ModuleType:
     with _lock:
         if _module is None:
             _configure_environment()
-            import litellm
-
-            # litellm logs every call at INFO ("LiteLLM completion() model=..."): noise at
-            # the gateway's rate, and the gateway logs what matters itself.
-            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-                logging.getLogger(name).setLevel(logging.WARNING)
-            litellm.suppress_debug_info = True
-            litellm.drop_params = True  # unknown params for a provider are dropped, not fatal
-            litellm.num_retries = 0
-            litellm.telemetry = False
-            litellm.turn_off_message_logging = True
-            _prepare(litellm)
-            _module = litellm
+            try:
+                module = _import_and_configure()
+            except BaseException:
+                # A half-imported litellm left in sys.modules would be handed out, missing
+                # attributes, by every later import: drop it so the next call starts afresh.
+                for name in [n for n in sys.modules if n == "litellm" or n.startswith("litellm.")]:
+                    del sys.modules[name]
+                raise
+            _module = module
         return _module
+
+
+def _import_and_configure() -> ModuleType:
+    import litellm
+
+    # litellm logs every call at INFO ("LiteLLM completion() model=..."): noise at the
+    # gateway's rate, and the gateway logs what matters itself.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True  # unknown params for a provider are dropped, not fatal
+    litellm.num_retries = 0
+    litellm.telemetry = False
+    litellm.turn_off_message_logging = True
+    _prepare(litellm)
+    return litellm
 
 
 def _prepare(module: ModuleType) -> None:

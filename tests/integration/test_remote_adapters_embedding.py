@@ -11,10 +11,11 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from gateway.adapters.base import EmbeddingCall, InputType, MediaInput, UpstreamContext
+from gateway.adapters.base import EmbeddingAdapter, EmbeddingCall, InputType, MediaInput, UpstreamContext
 from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
+from gateway.adapters.openai_compat import OpenAICompatEmbedding
 from gateway.config import TargetConfig
 from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.routing import Target
@@ -53,6 +54,18 @@ def adapter() -> LiteLLMEmbeddingAdapter:
     return LiteLLMEmbeddingAdapter()
 
 
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["litellm", "native"])
+async def openai_adapter(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddingAdapter]:
+    """OpenAI-compatible targets are served by the native client by default, by litellm when
+    a target says ``native: false``: the same contract for both."""
+    if request.param == "litellm":
+        yield LiteLLMEmbeddingAdapter()
+        return
+    http = HttpClient()
+    yield OpenAICompatEmbedding(http)
+    await http.aclose()
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def tei() -> AsyncIterator[TeiAdapter]:
     http = HttpClient()
@@ -63,10 +76,12 @@ async def tei() -> AsyncIterator[TeiAdapter]:
 # --- litellm: OpenAI and OpenAI-compatible ---------------------------------------------------
 
 
-async def test_openai_vectors_in_input_order_as_base64(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
+async def test_openai_vectors_in_input_order_as_base64(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
     fake.default(Embeddings(dims=8, usage_tokens=11))
     words = ["hello world", "second text", "third"]
-    out = await adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts(*words), "query"))
+    out = await openai_adapter.embed(
+        call(target("openai/text-embedding-3-small", fake.base_url), texts(*words), "query")
+    )
     assert out.vectors == [fake_embedding(w, 8) for w in words]
     assert out.tokens == 11
     (rec,) = fake.requests
@@ -75,48 +90,48 @@ async def test_openai_vectors_in_input_order_as_base64(adapter: LiteLLMEmbedding
     assert rec.headers["authorization"] == f"Bearer {SECRET}"
 
 
-async def test_vectors_are_put_back_in_input_order(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
+async def test_vectors_are_put_back_in_input_order(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
     fake.default(Embeddings(reverse=True))
     words = [f"text {i}" for i in range(5)]
-    out = await adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts(*words)))
+    out = await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts(*words)))
     assert out.vectors == [fake_embedding(w, 8) for w in words]
 
 
-async def test_a_missing_vector_is_a_malformed_reply(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
+async def test_a_missing_vector_is_a_malformed_reply(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
     fake.default(Embeddings(missing=1))
     with pytest.raises(UpstreamUnavailable, match="malformed reply") as info:
-        await adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts("a", "b")))
+        await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts("a", "b")))
     assert "route 'r-emb'" in info.value.message and SECRET not in info.value.message
 
 
-async def test_a_batch_of_2048_texts(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
+async def test_a_batch_of_2048_texts(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
     words = [f"document number {i}" for i in range(2048)]
-    out = await adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts(*words)))
+    out = await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts(*words)))
     assert len(out.vectors) == 2048
     assert out.vectors == [fake_embedding(w, 8) for w in words]
     assert fake.count("/v1/embeddings") == 1
 
 
-async def test_target_params_override_the_request(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
+async def test_target_params_override_the_request(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
     t = target("openai/text-embedding-3-small", fake.base_url, params={"encoding_format": "float", "dimensions": 4})
-    out = await adapter.embed(call(t, texts("hello")))
+    out = await openai_adapter.embed(call(t, texts("hello")))
     assert out.vectors == [fake_embedding("hello", 4)]
     sent = fake.requests[-1].json
     assert sent["encoding_format"] == "float" and sent["dimensions"] == 4
 
 
 async def test_completion_params_of_a_shared_target_stay_out(
-    adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream
+    openai_adapter: EmbeddingAdapter, fake: FakeUpstream
 ) -> None:
     params = {"temperature": 0.2, "max_tokens": 5, "dimensions": 4}
-    await adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url, params=params), texts("x")))
+    await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url, params=params), texts("x")))
     sent = fake.requests[-1].json
     assert sent["dimensions"] == 4
     assert "temperature" not in sent and "max_tokens" not in sent
 
 
-async def test_no_inputs_no_call(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
-    out = await adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), []))
+async def test_no_inputs_no_call(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
+    out = await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), []))
     assert (out.vectors, out.tokens) == ([], None)
     assert fake.requests == []
 

@@ -81,7 +81,8 @@ def test_a_failing_target_is_cut_off_by_its_breaker_and_probed_after_the_cooldow
     probes = int((time.monotonic() - started) / 0.5)
     assert 2 <= fake.count(model="a-brk") <= 2 + probes
     assert fake.count(model="b-brk") == 12
-    assert status(gateway)["openai/a-brk@" + fake.base_url.rstrip("/")]["state"] == "open"
+    # Open, or half-open once the cooldown has passed and no probe went out yet.
+    assert status(gateway)["openai/a-brk@" + fake.base_url.rstrip("/")]["state"] in ("open", "half-open")
     time.sleep(0.6)
     fake.script("a-brk", Chat())  # recovered
     for _ in range(20):
