@@ -26,8 +26,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.upstream import Embeddings, FakeUpstream  # noqa: E402
-from tests.support.redis import RedisProcess, free_port  # noqa: E402
+from tests.fakes.upstream import Embeddings, FakeUpstream
+from tests.support.redis import RedisProcess, free_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 KEY = "bench-key"

@@ -16,9 +16,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.upstream import FakeUpstream  # noqa: E402
-from tests.support.client import invoke_body  # noqa: E402
-from tests.support.server import TEST_KEY, GatewayServer, gateway_config  # noqa: E402
+from tests.fakes.upstream import FakeUpstream
+from tests.support.client import invoke_body
+from tests.support.server import TEST_KEY, GatewayServer, gateway_config
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 SENTENCE = "The weather today is sunny and warm, so we will walk to the park."

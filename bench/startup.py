@@ -3,16 +3,25 @@
 Run: .venv/bin/python bench/startup.py   (uses port 18777; no network needed)
 """
 
-import subprocess, time, sys, os, httpx
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
 
 
-def rss(pid):
-    for l in open(f"/proc/{pid}/status"):
-        if l.startswith("VmRSS"):
-            return int(l.split()[1]) / 1024
+def rss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
-def run(args, label, wait_after=0.0):
+def run(args: list[str], label: str, wait_after: float = 0.0) -> None:
     env = dict(os.environ, DIFY_INNER_API_KEY="k", HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
     t = time.monotonic()
     p = subprocess.Popen(
@@ -25,7 +34,7 @@ def run(args, label, wait_after=0.0):
         try:
             if httpx.get("http://127.0.0.1:18777/readyz", timeout=0.5).status_code == 200:
                 break
-        except Exception:
+        except httpx.HTTPError:
             time.sleep(0.01)
     ready = time.monotonic() - t
     r0 = rss(p.pid)
@@ -36,13 +45,16 @@ def run(args, label, wait_after=0.0):
     print(f"{label}: ready in {ready:.2f} s, RSS at ready {r0:.0f} MB, RSS after {wait_after:.0f} s {r1:.0f} MB")
 
 
-import tempfile
+def main() -> None:
+    route_file = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False).name
+    Path(route_file).write_text(
+        "routes:\n  - match: {type: llm}\n    targets: [{model: 'openai/{model}', api_base: 'http://127.0.0.1:9/v1'}]\n"
+    )
+    for _ in range(3):
+        run([], "embedded defaults", 1)
+    for _ in range(2):
+        run(["--config", route_file], "with an llm route (litellm imported in the background)", 10)
 
-route_file = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False).name
-open(route_file, "w").write(
-    "routes:\n  - match: {type: llm}\n    targets: [{model: 'openai/{model}', api_base: 'http://127.0.0.1:9/v1'}]\n"
-)
-for i in range(3):
-    run([], "embedded defaults", 1)
-for i in range(2):
-    run(["--config", route_file], "with an llm route (litellm imported in the background)", 10)
+
+if __name__ == "__main__":
+    main()
