@@ -52,7 +52,7 @@ class RequestMetrics:
         )
         self.overhead = Histogram(
             "dify_gateway_overhead_seconds",
-            "The gateway's own time per request: total time minus time waiting on upstream attempts",
+            "The gateway's own time per request: total time minus upstream attempts and the backoff between them",
             ["type"],
             buckets=_OVERHEAD_BUCKETS,
             registry=registry,

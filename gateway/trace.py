@@ -22,7 +22,7 @@ class Trace:
     route: str | None = None  # the route label (bounded: from the configuration)
     attempts: int = 0
     target: Target | None = None  # the target of the last attempt (the one that answered)
-    upstream_s: float = 0.0  # time spent waiting on upstream attempts
+    upstream_s: float = 0.0  # time spent on upstream attempts and the backoff between them
     errors: list[str] = field(default_factory=list)
     tokens_in: int = 0
     tokens_out: int = 0

@@ -124,6 +124,10 @@ class AttemptPlan:
             if delay is not None:
                 if delay > 0:
                     await self._r._sleep(delay)
+                    if self.trace is not None:
+                        # Waiting for the upstream to be ready again is upstream time, not
+                        # the gateway's own (overhead = total - upstream).
+                        self.trace.upstream_s += delay
                 if self._health.available(self._current):
                     return self._begin(self._current)
         target = self._next_candidate()
