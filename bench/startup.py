@@ -45,15 +45,23 @@ def run(args: list[str], label: str, wait_after: float = 0.0) -> None:
     print(f"{label}: ready in {ready:.2f} s, RSS at ready {r0:.0f} MB, RSS after {wait_after:.0f} s {r1:.0f} MB")
 
 
-def main() -> None:
-    route_file = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False).name
-    Path(route_file).write_text(
-        "routes:\n  - match: {type: llm}\n    targets: [{model: 'openai/{model}', api_base: 'http://127.0.0.1:9/v1'}]\n"
+def route_file(model: str) -> str:
+    path = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False).name
+    Path(path).write_text(
+        f"routes:\n  - match: {{type: llm}}\n    targets: [{{model: '{model}', api_base: 'http://127.0.0.1:9/v1'}}]\n"
     )
+    return path
+
+
+def main() -> None:
+    native = route_file("openai/{model}")
+    litellm = route_file("anthropic/{model}")
     for _ in range(3):
         run([], "embedded defaults", 1)
     for _ in range(2):
-        run(["--config", route_file], "with an llm route (litellm imported in the background)", 10)
+        run(["--config", native], "an OpenAI-compatible llm route (native client, no litellm)", 10)
+    for _ in range(2):
+        run(["--config", litellm], "an anthropic llm route (litellm imported in the background)", 10)
 
 
 if __name__ == "__main__":
