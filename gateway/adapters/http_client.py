@@ -52,6 +52,17 @@ def error_detail(body: bytes) -> str:
     return text[:MAX_DETAIL] + ("..." if len(text) > MAX_DETAIL else "")
 
 
+def status_error(status: int, body: bytes, headers: Mapping[str, str], where: str, secret: str | None) -> UpstreamError:
+    """The ``UpstreamError`` for a non-2xx reply: its class by status, the body's message
+    (``secret`` removed, whatever echoed it), and the upstream's Retry-After."""
+    cls = upstream_error_for_status(status)
+    detail = error_detail(body)
+    if secret:
+        detail = detail.replace(secret, "***")
+    retry_after = retry_after_seconds(headers.get("Retry-After"))
+    return cls(f"upstream error HTTP {status} ({where}): {detail}", status, retry_after)
+
+
 class HttpClient:
     """A lazily created ``aiohttp.ClientSession`` shared by the direct HTTP adapters."""
 
@@ -103,12 +114,7 @@ class HttpClient:
             detail = f"{type(exc).__name__}: {exc}"[:MAX_DETAIL]
             raise UpstreamUnavailable(f"upstream unreachable or failed ({where}): {detail}") from exc
         if not 200 <= status < 300:
-            cls: type[UpstreamError] = upstream_error_for_status(status)
-            detail = error_detail(body)
-            if secret:
-                detail = detail.replace(secret, "***")
-            retry_after = retry_after_seconds(reply_headers.get("Retry-After"))
-            raise cls(f"upstream error HTTP {status} ({where}): {detail}", status, retry_after)
+            raise status_error(status, body, reply_headers, where, secret)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

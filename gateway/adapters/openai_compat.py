@@ -30,7 +30,7 @@ from gateway.adapters.base import (
     TokenUsage,
     ToolCallDelta,
 )
-from gateway.adapters.http_client import HttpClient, error_detail
+from gateway.adapters.http_client import HttpClient, status_error
 from gateway.adapters.litellm_common import call_params
 from gateway.adapters.litellm_embedding import PARAMS as EMBEDDING_PARAMS, ordered_vectors, reported_tokens
 from gateway.errors import (
@@ -38,8 +38,6 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
-    retry_after_seconds,
-    upstream_error_for_status,
 )
 from gateway.routing import Target
 from gateway.trace import current_trace
@@ -130,7 +128,7 @@ class OpenAICompatChat:
         try:
             async with self._http.session().post(url, data=body, headers=headers, timeout=timeout) as resp:
                 if resp.status >= 300:
-                    raise _status_error(resp.status, await resp.read(), resp.headers, where, secret)
+                    raise status_error(resp.status, await resp.read(), resp.headers, where, secret)
                 if not call.stream:
                     yield _whole(await resp.read(), where)
                     return
@@ -203,16 +201,6 @@ class _Usage:
 
     def __init__(self, usage: Any) -> None:
         self.usage = usage
-
-
-def _status_error(status: int, body: bytes, headers: Any, where: str, secret: str | None) -> UpstreamError:
-    cls = upstream_error_for_status(status)
-    detail = error_detail(body)
-    if secret:
-        detail = detail.replace(secret, "***")
-    return cls(
-        f"upstream error HTTP {status} ({where}): {detail}", status, retry_after_seconds(headers.get("Retry-After"))
-    )
 
 
 def _whole(body: bytes, where: str) -> ChatEvent:
