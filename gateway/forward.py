@@ -48,7 +48,7 @@ the client disconnects or the reply fails, so an abandoned stream does not keep 
 
 The configured ``api_key`` and any credentials in ``api_url`` never appear in errors or logs.
 Requests use the shared ``HttpClient`` session: its ``HTTP(S)_PROXY``/``NO_PROXY`` handling
-(``trust_env``) applies, so list Dify's host in ``NO_PROXY`` when a proxy is set for the
+(read at start-up) applies, so list Dify's host in ``NO_PROXY`` when a proxy is set for the
 model providers (the daemon itself calls Dify without a proxy).
 """
 
@@ -142,6 +142,7 @@ class DifyForwarder:
                 allow_redirects=False,
                 auto_decompress=False,
                 skip_auto_headers=_NO_AUTO_HEADERS,
+                proxy=self._http.proxy_for(self._base),
             )
         except TimeoutError as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):

@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized, UpstreamError
 from gateway.protocol.envelope import error_body, error_frame, ok_body
@@ -34,32 +34,63 @@ class ClientGone(Exception):
     """The caller closed the connection before the reply started."""
 
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+class DisconnectWatch:
+    """Cancels the request's own task when the caller hangs up, while ``active``.
 
-
-async def unless_disconnected(receive: Receive, awaitable: Awaitable[T]) -> T:
-    """``awaitable``'s result; cancelled (``ClientGone``) if the caller hangs up first.
-
+    One small task per request instead of running the work in a second task and racing
+    the two (or starlette's task group per streamed reply): the hot paths pay one task.
+    The request's work runs where it is, and a hang-up reaches it as a ``CancelledError``
+    at the await it is blocked on; ``hung_up()`` tells that cancellation from any other.
     Only once the request body has been read: from then on the server's ``receive`` has
-    nothing but the disconnect to report. So an upstream call nobody waits for any more
-    stops at once instead of running (and being paid for) to its end.
+    nothing but the disconnect to report.
     """
-    work = asyncio.ensure_future(awaitable)
-    watch = asyncio.ensure_future(_disconnected(receive))
+
+    __slots__ = ("_owner", "_task", "active", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        owner = asyncio.current_task()
+        assert owner is not None, "DisconnectWatch needs a running task"
+        self._owner = owner
+        self.active = True
+        self.gone = False
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        if self.active:
+            # The owner is suspended inside the watched section (this task runs only while
+            # it is), so the cancellation lands at an await that the section's handler sees.
+            self._owner.cancel()
+
+    def hung_up(self) -> bool:
+        """Inside ``except CancelledError``: True if the caller's hang-up caused it (the
+        cancellation is then withdrawn); False for any other cancellation (re-raise it)."""
+        if not (self.gone and self.active):
+            return False
+        self.stop()
+        return self._owner.uncancel() == 0
+
+    def stop(self) -> None:
+        """End the watch; call it before any await that follows the watched section."""
+        self.active = False
+        self._task.cancel()
+
+
+async def unless_disconnected(receive: Receive, run: Callable[[], Awaitable[T]]) -> T:
+    """``run()``'s result; cancelled (``ClientGone``) if the caller hangs up first, so an
+    upstream call nobody waits for any more stops at once instead of running (and being
+    paid for) to its end."""
+    watch = DisconnectWatch(receive)
     try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        work.cancel()
+        return await run()
+    except asyncio.CancelledError:
+        if watch.hung_up():
+            raise ClientGone from None
         raise
     finally:
-        watch.cancel()
-    if work.done():
-        return work.result()
-    work.cancel()
-    await asyncio.gather(work, return_exceptions=True)
-    raise ClientGone
+        watch.stop()
 
 
 def check_inner_api_key(request: Request, expected: bytes) -> None:
@@ -130,57 +161,144 @@ async def stream_response(
     redact: Callable[[str], str],
     upstream_errors_in_stream: bool = False,
     receive: Receive | None = None,
+    whole: bool = False,
 ) -> Response:
     """A framed stream whose first frame is awaited before the status is sent.
 
-    With ``receive``, the wait for the first frame ends (``ClientGone``) if the caller hangs
-    up; once streaming, the server notices that itself and stops the frames.
+    ``whole``: the reply is known to be short (a non-streamed LLM answer is one frame), so
+    every frame is gathered first and sent as one chunk with the stream's end: the same
+    bytes on the wire as a stream, in two writes instead of three.
+
+    With ``receive``, a hang-up of the caller stops the stream (and the upstream call
+    behind it): before the first frame as ``ClientGone``, later by ending the reply.
 
     Errors before the first frame propagate (the caller answers non-200) unless
     ``upstream_errors_in_stream`` is set: then a backend failure becomes a 200 stream of one
     error frame, as Dify answers TTS. Errors after the first frame always become one final
     error frame, because the status can no longer change.
     """
+    watch = DisconnectWatch(receive) if receive is not None else None
     try:
         # StopAsyncIteration cannot happen: every reply has a frame.
-        first = await (anext(frames) if receive is None else unless_disconnected(receive, anext(frames)))
-    except ClientGone:
+        first = await anext(frames)
+    except asyncio.CancelledError:
+        if watch is None or not watch.hung_up():
+            if watch is not None:
+                watch.stop()
+            raise
         await _close(frames)
-        raise
-    except UpstreamError as exc:
-        if not upstream_errors_in_stream:
+        raise ClientGone from None
+    except BaseException as exc:
+        if watch is not None:
+            watch.stop()
+        if not isinstance(exc, UpstreamError) or not upstream_errors_in_stream:
             raise
         message = redact(exc.message)
         log.warning("stream failed before it started: %s", message)
         _stream_failed()
-        return StreamingResponse(_one(error_frame(message)), media_type=STREAM_MEDIA_TYPE)
-    return StreamingResponse(_continue(first, frames, redact), media_type=STREAM_MEDIA_TYPE)
+        return FramedStream(error_frame(message), None, redact, None)
+    if whole:
+        return await _gathered(first, frames, redact, watch)
+    return FramedStream(first, frames, redact, watch)
+
+
+async def _gathered(
+    first: bytes, frames: AsyncIterator[bytes], redact: Callable[[str], str], watch: DisconnectWatch | None
+) -> Response:
+    """The rest of a short reply's frames, gathered into one ``FramedStream`` chunk."""
+    chunks = [first]
+
+    async def collect(frame: bytes) -> None:
+        chunks.append(frame)
+
+    try:
+        await _send_frames(frames, collect, redact)
+    except asyncio.CancelledError:
+        if watch is None or not watch.hung_up():
+            raise
+        await _close(frames)
+        raise ClientGone from None
+    finally:
+        if watch is not None:
+            watch.stop()
+    return FramedStream(b"".join(chunks), None, redact, None)
+
+
+class FramedStream(StreamingResponse):
+    """The daemon's chunked frame stream, sent straight to the server's ``send``.
+
+    Starlette's ``StreamingResponse`` runs every reply in a task group with a second task
+    listening for the disconnect; here the request's ``DisconnectWatch`` (already running
+    since the first frame was awaited) does that job.
+    """
+
+    def __init__(
+        self,
+        first: bytes,
+        frames: AsyncIterator[bytes] | None,
+        redact: Callable[[str], str],
+        watch: DisconnectWatch | None,
+    ) -> None:
+        super().__init__(_no_frames(), media_type=STREAM_MEDIA_TYPE)
+        self._first = first
+        self._frames = frames
+        self._redact = redact
+        self._watch = watch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = self._watch
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if self._frames is None:  # all of it: one chunk with the end of the stream
+                await send({"type": "http.response.body", "body": self._first, "more_body": False})
+                return
+            await send({"type": "http.response.body", "body": self._first, "more_body": True})
+            await self._send_rest(self._frames, send)
+        except asyncio.CancelledError:
+            if watch is None or not watch.hung_up():
+                raise
+            if self._frames is not None:
+                await _close(self._frames)
+            return  # nobody is listening: no final chunk
+        finally:
+            if watch is not None:
+                watch.stop()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_rest(self, frames: AsyncIterator[bytes], send: Send) -> None:
+        async def send_frame(frame: bytes) -> None:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+        await _send_frames(frames, send_frame, self._redact)
+
+
+async def _send_frames(
+    frames: AsyncIterator[bytes], send_frame: Callable[[bytes], Awaitable[None]], redact: Callable[[str], str]
+) -> None:
+    """Every frame to ``send_frame``; a failure after the first frame is one final error frame."""
+    try:
+        async for frame in frames:
+            await send_frame(frame)
+    except GatewayError as exc:
+        message = redact(exc.message)
+        log.warning("stream failed after it started: %s", message)
+        _stream_failed()
+        await send_frame(error_frame(message))
+    except Exception:
+        log.exception("unexpected error inside a stream")
+        _stream_failed()
+        await send_frame(error_frame(INTERNAL_ERROR))
+
+
+async def _no_frames() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator with nothing in it (the frames are sent by __call__)
 
 
 async def _close(frames: AsyncIterator[bytes]) -> None:
     aclose = getattr(frames, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-async def _one(frame: bytes) -> AsyncIterator[bytes]:
-    yield frame
-
-
-async def _continue(first: bytes, frames: AsyncIterator[bytes], redact: Callable[[str], str]) -> AsyncIterator[bytes]:
-    yield first
-    try:
-        async for frame in frames:
-            yield frame
-    except GatewayError as exc:
-        message = redact(exc.message)
-        log.warning("stream failed after it started: %s", message)
-        _stream_failed()
-        yield error_frame(message)
-    except Exception:
-        log.exception("unexpected error inside a stream")
-        _stream_failed()
-        yield error_frame(INTERNAL_ERROR)
 
 
 def _stream_failed() -> None:

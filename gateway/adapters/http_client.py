@@ -9,6 +9,8 @@ quote at most a short piece of the upstream's own error text.
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,36 @@ def status_error(status: int, body: bytes, headers: Mapping[str, str], where: st
     return cls(f"upstream error HTTP {status} ({where}): {detail}", status, retry_after)
 
 
+class EnvProxies:
+    """``HTTP(S)_PROXY`` / ``NO_PROXY`` (as litellm's httpx clients apply them), read once.
+
+    aiohttp's own ``trust_env`` re-reads the environment and ``~/.netrc`` in a worker
+    thread on every request: two thread hand-offs per upstream call on the hot path.
+    Here the environment is read when the client is made and the answer kept per URL.
+    """
+
+    _MAX_URLS = 4096
+
+    def __init__(self) -> None:
+        self._proxies = urllib.request.getproxies_environment()
+        self._by_url: dict[str, str | None] = {}
+
+    def __call__(self, url: str) -> str | None:
+        try:
+            return self._by_url[url]
+        except KeyError:
+            pass
+        proxy: str | None = None
+        parts = urllib.parse.urlsplit(url)
+        candidate = self._proxies.get(parts.scheme) or self._proxies.get("all")
+        if candidate and not urllib.request.proxy_bypass_environment(parts.netloc, self._proxies):  # type: ignore[attr-defined]
+            proxy = candidate
+        if len(self._by_url) >= self._MAX_URLS:
+            self._by_url.clear()  # templated routes could name many hosts; stay bounded
+        self._by_url[url] = proxy
+        return proxy
+
+
 class HttpClient:
     """A lazily created ``aiohttp.ClientSession`` shared by the direct HTTP adapters."""
 
@@ -71,13 +103,14 @@ class HttpClient:
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.proxy_for = EnvProxies()
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30.0)
-            # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do to litellm's httpx clients.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True, raise_for_status=False)
+            # Proxies come from ``proxy_for`` per request (see EnvProxies), not trust_env.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
             self._loop = loop
         return self._session
 
@@ -105,7 +138,9 @@ class HttpClient:
         timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(self._connect_timeout_s, timeout_s))
         request_headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         try:
-            async with session.post(url, data=orjson.dumps(payload), headers=request_headers, timeout=timeout) as resp:
+            async with session.post(
+                url, data=orjson.dumps(payload), headers=request_headers, timeout=timeout, proxy=self.proxy_for(url)
+            ) as resp:
                 body = await resp.read()
                 status, reply_headers = resp.status, resp.headers
         except TimeoutError as exc:

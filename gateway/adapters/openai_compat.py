@@ -126,7 +126,10 @@ class OpenAICompatChat:
         secret = call.target.config.api_key.get_secret_value() if call.target.config.api_key else None
         timeout = aiohttp.ClientTimeout(total=call.timeout_s, sock_connect=call.connect_timeout_s)
         try:
-            async with self._http.session().post(url, data=body, headers=headers, timeout=timeout) as resp:
+            session = self._http.session()
+            async with session.post(
+                url, data=body, headers=headers, timeout=timeout, proxy=self._http.proxy_for(url)
+            ) as resp:
                 if resp.status >= 300:
                     raise status_error(resp.status, await resp.read(), resp.headers, where, secret)
                 if not call.stream:

@@ -46,7 +46,9 @@ async def call_upstream(
 async def within(awaitable: Awaitable[T], timeout_s: float, where: str) -> T:
     """``awaitable``'s result, or ``UpstreamTimeout`` once ``timeout_s`` has passed."""
     try:
-        return await asyncio.wait_for(awaitable, max(timeout_s, 0.001))
+        # A timeout scope, not wait_for: on Python 3.11 wait_for runs a coroutine in a new task.
+        async with asyncio.timeout(max(timeout_s, 0.001)):
+            return await awaitable
     except TimeoutError:
         raise UpstreamTimeout(f"upstream did not answer within {max(timeout_s, 0):g} s ({where})") from None
 

@@ -166,7 +166,9 @@ class _EventClock:
         if remaining <= 0:
             raise self._timeout(kind, gap_s)
         try:
-            event = await asyncio.wait_for(anext(events), remaining)
+            # A timeout scope, not wait_for: on Python 3.11 wait_for wraps every event in a task.
+            async with asyncio.timeout(remaining):
+                event = await anext(events)
         except StopAsyncIteration:
             return None
         except TimeoutError:

@@ -270,6 +270,8 @@ def test_malformed_sse_mid_stream_never_duplicates(gateway: GatewayServer, fake:
 def test_client_going_away_cancels_the_upstream_call(gateway: GatewayServer, fake: FakeUpstream) -> None:
     import httpx
 
+    fake.script("warm-cancel", chat())
+    post_stream(gateway.url, LLM, llm_request("warm-cancel"))  # litellm builds its client on a first call
     fake.script("hang-cancel", Hang())
     body = llm_request("hang-cancel")
     with pytest.raises(httpx.ReadTimeout):
@@ -278,6 +280,43 @@ def test_client_going_away_cancels_the_upstream_call(gateway: GatewayServer, fak
     fake.wait_until(lambda: all(r.ended_at is not None for r in hung), within=1.0)
     assert len(hung) == 1
     assert gateway.app.in_flight == 0
+
+
+def test_client_going_away_cancels_a_non_streamed_llm_call(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    import httpx
+
+    fake.script("warm-whole", chat())
+    post_stream(gateway.url, LLM, llm_request("warm-whole"))  # litellm builds its client on a first call
+    fake.script("hang-whole", Hang())
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{gateway.url}{LLM}",
+            json=llm_request("hang-whole", stream=False),
+            headers={"X-Inner-Api-Key": TEST_KEY},
+            timeout=0.3,
+        )
+    hung = [r for r in fake.requests if r.model == "hang-whole"]
+    fake.wait_until(lambda: all(r.ended_at is not None for r in hung), within=1.0)
+    assert len(hung) == 1 and hung[0].outcome == "disconnected"
+    assert gateway.app.in_flight == 0
+
+
+def test_client_going_away_mid_stream_stops_the_upstream_stream(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    """After the first frame has gone out: the caller hangs up, the upstream stream ends early."""
+    import httpx
+
+    fake.script("leave-mid", Chat(deltas=tuple(f"w{i} " for i in range(40)), gap_s=0.05))
+    with httpx.stream(
+        "POST", f"{gateway.url}{LLM}", json=llm_request("leave-mid"), headers={"X-Inner-Api-Key": TEST_KEY}
+    ) as reply:
+        assert reply.status_code == 200
+        next(reply.iter_raw())  # the first frame (or more) arrived; now leave
+    left_at = time.monotonic()
+    served = [r for r in fake.requests if r.model == "leave-mid"]
+    fake.wait_until(lambda: all(r.ended_at is not None for r in served), within=1.0)
+    assert len(served) == 1 and served[0].outcome == "disconnected"
+    assert served[0].ended_at is not None and served[0].ended_at - left_at < 0.5  # not the whole 2 s
+    fake.wait_until(lambda: gateway.app.in_flight == 0, within=1.0)
 
 
 def test_connect_deadline_fires_on_time(fake: FakeUpstream) -> None:
