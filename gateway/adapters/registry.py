@@ -2,6 +2,8 @@
 
 local/...   the embedded models (``pip install 'dify-gateway[local]'``)
 tei/...     Hugging Face text-embeddings-inference over HTTP (embeddings, rerank)
+openai/..., hosted_vllm/...   the native OpenAI-compatible client (chat, embeddings; see openai_compat)
+cohere/, hosted_vllm/, xinference/ rerank   the native rerank client (see native_rerank)
 anything else: litellm, whose provider prefix picks the backend
 """
 
@@ -28,6 +30,7 @@ from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
 from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
 from gateway.adapters.local.catalog import is_local
+from gateway.adapters.native_rerank import NativeRerank, native_rerank
 from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding, native_openai
 from gateway.errors import NoRoute
 from gateway.routing import Target
@@ -38,16 +41,23 @@ if TYPE_CHECKING:
 TEI_PREFIX = "tei/"
 
 
-_NATIVE_TYPES = frozenset({"llm", "text-embedding", "multimodal-embedding"})
+_NATIVE_OPENAI_TYPES = frozenset({"llm", "text-embedding", "multimodal-embedding"})
 
 
 def uses_litellm(target: Target, model_types: Iterable[str] = ("llm",)) -> bool:
     """Whether serving ``target`` for these model types may need litellm (a chat in
-    completion mode still goes through it)."""
+    completion mode still goes through it; so do image documents in multimodal rerank)."""
     if is_local(target.model) or target.model.startswith(TEI_PREFIX):
         return False
-    native = native_openai(target) and target.config.mode != "completion"
-    return not (native and set(model_types) <= _NATIVE_TYPES)
+    openai = native_openai(target) and target.config.mode != "completion"
+    rerank = native_rerank(target)
+    for model_type in model_types:
+        if model_type in _NATIVE_OPENAI_TYPES and openai:
+            continue
+        if model_type == "rerank" and rerank:
+            continue
+        return True
+    return False
 
 
 class Backends:
@@ -60,6 +70,7 @@ class Backends:
         self._native_embedding = OpenAICompatEmbedding(self.http)
         self._litellm_embedding = LiteLLMEmbeddingAdapter()
         self._litellm_rerank = LiteLLMRerankAdapter()
+        self._native_rerank = NativeRerank(self.http, self._litellm_rerank)
         self._litellm_speech = LiteLLMSpeechAdapter()
         self._litellm_transcription = LiteLLMTranscriptionAdapter()
         self._litellm_moderation = LiteLLMModerationAdapter()
@@ -77,6 +88,9 @@ class Backends:
 
     async def preload_local(self, names: Iterable[str]) -> None:
         await self.local.preload(names)
+
+    def check_local(self, names: Iterable[str]) -> None:
+        self.local.check_installed(names)
 
     def local_status(self) -> dict[str, str]:
         return self._local.status() if self._local is not None else {}
@@ -121,7 +135,7 @@ class Backends:
             return self.local.embedding()
         if target.model.startswith(TEI_PREFIX):
             return self._tei
-        return self._litellm_rerank
+        return self._native_rerank if native_rerank(target) else self._litellm_rerank
 
     def speech(self, target: Target) -> SpeechAdapter:
         return self.local.speech() if is_local(target.model) else self._litellm_speech

@@ -1,4 +1,4 @@
-"""Rerank adapters (litellm, Xinference through litellm, TEI) against the loopback fake upstream."""
+"""Rerank adapters (litellm, Xinference through litellm, TEI, the native client) against the loopback fake upstream."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from gateway.adapters.base import MediaInput, RerankCall, ScoredDoc, UpstreamCon
 from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
+from gateway.adapters.native_rerank import NativeRerank, native_rerank
+from gateway.adapters.registry import uses_litellm
 from gateway.config import TargetConfig
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, UpstreamError
 from gateway.routing import Target
-from tests.fakes.upstream import FakeUpstream, Rerank, rerank_score
+from tests.fakes.upstream import FakeUpstream, HttpError, Rerank, rerank_score
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -162,3 +164,96 @@ async def test_tei_rerank_chunks_keep_document_indexes(tei: TeiAdapter, fake: Fa
 async def test_tei_rerank_is_text_only(tei: TeiAdapter, fake: FakeUpstream) -> None:
     with pytest.raises(BadRequest, match="reranks text only"):
         await tei.rerank(call(target("tei/x", fake.root_url), [MediaInput("image", base64.b64encode(PNG).decode())]))
+
+
+# --- the native client: the same request as litellm's, without litellm's cost -------------------
+
+NATIVE = [
+    ("cohere/rerank-v3.5", "", "jina"),
+    ("cohere/rerank-v3.5", "/v2", "jina"),
+    ("hosted_vllm/BAAI/bge-reranker-v2-m3", "/v1", "jina"),
+    ("xinference/bge-reranker-v2-m3", "", "xinference"),
+    ("xinference/bge-reranker-v2-m3", "/v1", "xinference"),
+]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def native(adapter: LiteLLMRerankAdapter) -> AsyncIterator[NativeRerank]:
+    http = HttpClient()
+    yield NativeRerank(http, adapter)
+    await http.aclose()
+
+
+@pytest.mark.parametrize(("model", "base", "style"), NATIVE)
+@pytest.mark.parametrize("top_n", [None, 2])
+async def test_native_rerank_sends_what_litellm_sends(
+    adapter: LiteLLMRerankAdapter,
+    native: NativeRerank,
+    fake: FakeUpstream,
+    model: str,
+    base: str,
+    style: str,
+    top_n: int | None,
+) -> None:
+    fake.default(Rerank(style=style))  # type: ignore[arg-type]
+    t = target(model, fake.root_url + base, params={"max_tokens_per_doc": 512, "temperature": 0.3})
+    assert native_rerank(t)
+    by_litellm = await adapter.rerank(call(t, top_n=top_n))
+    by_native = await native.rerank(call(t, top_n=top_n))
+    theirs, ours = fake.requests
+    assert ours.path == theirs.path
+    assert ours.json == theirs.json and "temperature" not in ours.json
+    assert ours.headers["authorization"] == theirs.headers["authorization"] == f"Bearer {SECRET}"
+    assert ours.headers["content-type"] == "application/json"
+    assert by_native.scores == by_litellm.scores
+    # litellm reads vLLM's usage for Xinference too, and so misses Xinference's meta tokens.
+    assert by_native.tokens == (by_litellm.tokens if style != "xinference" else 4 + 7)
+
+
+async def test_native_rerank_without_a_key_sends_no_authorization(native: NativeRerank, fake: FakeUpstream) -> None:
+    t = Target(config=TargetConfig(model="hosted_vllm/bge", api_base=fake.base_url), model="hosted_vllm/bge")
+    out = await native.rerank(call(t, top_n=2))
+    assert out.scores == expected([1, 2])
+    assert "authorization" not in fake.requests[-1].headers
+
+
+async def test_native_rerank_errors_keep_the_key_out(native: NativeRerank, fake: FakeUpstream) -> None:
+    fake.default(HttpError(500, f"bad key {SECRET}"))
+    with pytest.raises(UpstreamError) as info:
+        await native.rerank(call(target("cohere/rerank-v3.5", fake.root_url)))
+    assert SECRET not in info.value.message and "HTTP 500" in info.value.message
+    assert "route 'r-rerank'" in info.value.message
+
+
+async def test_native_rerank_hands_images_to_litellm(native: NativeRerank, fake: FakeUpstream) -> None:
+    docs = [MediaInput.text("a"), MediaInput("image", base64.b64encode(PNG).decode())]
+    with pytest.raises(BadRequest, match="cannot rerank image documents"):
+        await native.rerank(call(target("cohere/rerank-v3.5", fake.root_url), docs))
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("model", "api_base", "config", "chosen"),
+    [
+        ("cohere/rerank-v3.5", None, {}, True),
+        ("cohere/rerank-v3.5", "http://h", {"native": False}, False),
+        ("cohere/rerank-v3.5", "http://h", {"litellm_params": {"x": 1}}, False),
+        ("hosted_vllm/bge", "http://h/v1", {}, True),
+        ("hosted_vllm/bge", None, {}, False),
+        ("xinference/bge", "http://h", {}, True),
+        ("jina_ai/jina-reranker-v2", "http://h", {}, False),
+        ("voyage/rerank-2", "http://h", {}, False),
+    ],
+)
+async def test_which_targets_rerank_natively(
+    model: str, api_base: str | None, config: dict[str, Any], chosen: bool
+) -> None:
+    assert native_rerank(target(model, api_base, **config)) is chosen
+    assert uses_litellm(target(model, api_base, **config), ["rerank"]) is not chosen
+    assert uses_litellm(target(model, api_base, **config), ["multimodal-rerank"])  # images need litellm
+
+
+async def test_keyless_cohere_stays_on_litellm() -> None:
+    """Without a configured key litellm reads COHERE_API_KEY from the environment."""
+    keyless = Target(config=TargetConfig(model="cohere/rerank-v3.5"), model="cohere/rerank-v3.5")
+    assert not native_rerank(keyless)
