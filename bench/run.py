@@ -80,7 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, default=50, help="fake upstream: deltas per streamed reply")
     p.add_argument("--gap-ms", type=float, default=10.0, help="fake upstream: pause between deltas")
     p.add_argument("--dims", type=int, default=384, help="fake upstream: embedding dimensions")
-    p.add_argument("--gateway-workers", type=int, default=1, help="dify-gateway serve --workers")
+    p.add_argument("--gateway-workers", type=int, default=1, help="dify-gateway serve --workers (default 1)")
+    p.add_argument("--proxy-workers", type=int, default=1, help="litellm --num_workers (default 1)")
     p.add_argument(
         "--gateway-src",
         type=Path,
@@ -304,7 +305,7 @@ def run_local(args: argparse.Namespace, bench: Bench, names: list[str], work: Pa
             elif name == "litellm-proxy":
                 assert litellm is not None
                 log("starting the LiteLLM proxy (cold start takes a while) ...")
-                server, system = systems.start_proxy(litellm, url, plan.models, work)
+                server, system = systems.start_proxy(litellm, url, plan.models, work, args.proxy_workers)
             else:
                 system = systems.direct(url, upstream.pid)
             log(f"{system.name} ready at {system.url} {system.notes or ''}")
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": {k: v for k, v in asdict(plan).items() if k != "scenarios"} | {"scenarios": args.scenarios.split(",")},
         "cores": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
+        "workers": {"gateway": args.gateway_workers, "litellm-proxy": args.proxy_workers},
         "versions": systems.versions() if not target else {"python": sys.version.split()[0]},
     }
     if args.nice:
@@ -380,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         title += (
             f"\nfake upstream: {args.latency_ms:g} ms before each reply; overhead = client latency - upstream"
             " service time of the same request; CPU = server process tree (client and upstream run on the same cores)"
+            f"\nworkers: gateway {args.gateway_workers}, LiteLLM proxy {args.proxy_workers}"
         )
     print("\n" + render(bench.steps, title))
     for failure in bench.failures:

@@ -21,6 +21,22 @@ def rss(pid: int) -> float:
     return 0.0
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def tree_rss(pid: int) -> str:
+    """The process's RSS, and each worker's when it is a supervisor of several."""
+    workers = children(pid)
+    if not workers:
+        return f"{rss(pid):.0f} MB"
+    each = ", ".join(f"{rss(w):.0f}" for w in workers)
+    return f"{rss(pid):.0f} MB parent + workers {each} MB"
+
+
 def run(args: list[str], label: str, wait_after: float = 0.0) -> None:
     env = dict(os.environ, DIFY_INNER_API_KEY="k", HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
     t = time.monotonic()
@@ -37,12 +53,12 @@ def run(args: list[str], label: str, wait_after: float = 0.0) -> None:
         except httpx.HTTPError:
             time.sleep(0.01)
     ready = time.monotonic() - t
-    r0 = rss(p.pid)
+    r0 = tree_rss(p.pid)
     time.sleep(wait_after)
-    r1 = rss(p.pid)
+    r1 = tree_rss(p.pid)
     p.terminate()
     p.wait()
-    print(f"{label}: ready in {ready:.2f} s, RSS at ready {r0:.0f} MB, RSS after {wait_after:.0f} s {r1:.0f} MB")
+    print(f"{label}: ready in {ready:.2f} s, RSS at ready {r0}, RSS after {wait_after:.0f} s {r1}")
 
 
 def route_file(model: str) -> str:
@@ -56,12 +72,14 @@ def route_file(model: str) -> str:
 def main() -> None:
     native = route_file("openai/{model}")
     litellm = route_file("anthropic/{model}")
+    one = ["--workers", "1"]
     for _ in range(3):
-        run([], "embedded defaults", 1)
+        run(one, "embedded defaults, 1 worker", 1)
+    run(["--workers", "auto"], "embedded defaults, --workers auto", 1)
     for _ in range(2):
-        run(["--config", native], "an OpenAI-compatible llm route (native client, no litellm)", 10)
+        run([*one, "--config", native], "an OpenAI-compatible llm route (native client, no litellm), 1 worker", 10)
     for _ in range(2):
-        run(["--config", litellm], "an anthropic llm route (litellm imported in the background)", 10)
+        run([*one, "--config", litellm], "an anthropic llm route (litellm imported in the background), 1 worker", 10)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,7 @@ def start_gateway(upstream: str, key: str, workers: int, work: Path, src: Path |
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [*_gateway_command(), "serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
-    if workers > 1:
-        command += ["--workers", str(workers)]
+    command += ["--workers", str(workers)]  # always: the gateway's own default is one per CPU
     env = _env(DIFY_INNER_API_KEY=key)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src.resolve()), env.get("PYTHONPATH")]))
@@ -118,7 +117,7 @@ def revision(path: Path) -> str:
         return "unknown"
 
 
-def start_proxy(litellm: Path, upstream: str, models: Models, work: Path) -> tuple[Server, System]:
+def start_proxy(litellm: Path, upstream: str, models: Models, work: Path, workers: int = 1) -> tuple[Server, System]:
     params = {"api_base": f"{upstream}/v1", "api_key": UPSTREAM_KEY}
     config = {
         "model_list": [
@@ -140,7 +139,8 @@ def start_proxy(litellm: Path, upstream: str, models: Models, work: Path) -> tup
     path = work / "litellm-proxy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    command = [str(litellm), "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    command = [str(litellm), "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--num_workers", str(workers)]
     env = _env(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
     env.pop("DATABASE_URL", None)
     server = Server("LiteLLM proxy", command, env, work / "logs" / "litellm-proxy.log", ROOT)

@@ -17,8 +17,21 @@ if TYPE_CHECKING:
     from gateway.trace import Trace
 
 
+def require_otel() -> None:
+    """``GatewayError`` unless the OpenTelemetry packages can be imported (checked before
+    workers start, so a missing extra is one clear error, not a worker crash per worker)."""
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError:
+        raise GatewayError(
+            "tracing.enabled needs the OpenTelemetry packages: pip install 'dify-gateway[otel]'"
+        ) from None
+
+
 class Tracing:
     def __init__(self, config: TracingConfig) -> None:
+        require_otel()
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource

@@ -14,6 +14,8 @@ import httpx
 import orjson
 import pytest
 
+from gateway.cpus import auto_workers
+
 CLOSED_PROXY = "http://127.0.0.1:9"
 
 
@@ -74,6 +76,8 @@ def test_serve_becomes_ready_fast_and_exits_cleanly_on_sigterm(tmp_path: Path) -
         # A complete drain is a clean exit, not "killed by SIGTERM".
         assert process.returncode == 0, output.decode()
         assert b"Application shutdown complete" in output
+        # No --workers and no DIFY_GATEWAY_WORKERS: one worker per available CPU.
+        assert f"{auto_workers()} worker(s)".encode() in output, output.decode()
     finally:
         if process.poll() is None:
             process.kill()
@@ -137,3 +141,51 @@ def test_invalid_config_fails_with_file_and_key(tmp_path: Path, subcommand: str)
     assert f"{config}: invalid configuration".encode() in result.stderr
     assert b"routes[0].targets[0].wieght: Extra inputs are not permitted" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL to the parent (an OOM kill, a hard stop): its workers drain and exit too."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server: {drain_grace_s: 0.1, drain_timeout_s: 2}\nroutes: []\n")
+    port = free_port()
+    process = subprocess.Popen(
+        command("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"),
+        env=offline_env(DIFY_INNER_API_KEY="k"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+            workers = [
+                int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+            ]
+            time.sleep(0.1)
+        assert len(workers) == 2, "the workers did not start"
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        process.kill()
+        process.wait()
+        gone_by = time.monotonic() + 10
+        alive = workers
+        while alive and time.monotonic() < gone_by:
+            time.sleep(0.1)
+            alive = [w for w in workers if Path(f"/proc/{w}").exists() and _not_zombie(w)]
+        assert not alive, f"workers {alive} outlived their parent"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

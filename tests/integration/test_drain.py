@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from tests.fakes.upstream import Chat, FakeUpstream
 from tests.integration.test_cli import command, free_port, offline_env
@@ -22,7 +23,9 @@ DELTAS = [f"t{i} " for i in range(12)]
 GAP_S = 0.25  # each stream takes ~3 s
 
 
-def start(tmp_path: Path, fake: FakeUpstream, grace_s: float, timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
+def start(
+    tmp_path: Path, fake: FakeUpstream, grace_s: float, timeout_s: float, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
     config = tmp_path / "gateway.yaml"
     config.write_text(
         orjson.dumps(
@@ -39,7 +42,9 @@ def start(tmp_path: Path, fake: FakeUpstream, grace_s: float, timeout_s: float) 
     )
     port = free_port()
     process = subprocess.Popen(
-        command("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)),
+        command(
+            "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)
+        ),
         env=offline_env(DIFY_INNER_API_KEY=KEY),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -70,14 +75,17 @@ def stream(url: str, model: str, results: dict[str, tuple[int, str, bool, str | 
     results[model] = (response.status_code, text, finished, outcome.error)
 
 
-def test_sigterm_drains_streams_in_flight_and_exits_cleanly(tmp_path: Path, fake: FakeUpstream) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_streams_in_flight_and_exits_cleanly(tmp_path: Path, fake: FakeUpstream, workers: int) -> None:
+    """With several workers the supervisor passes SIGTERM on to each (it looks every 0.5 s)."""
     fake.default(Chat(deltas=DELTAS, gap_s=GAP_S))
-    process, url = start(tmp_path, fake, grace_s=1.0, timeout_s=20)
+    process, url = start(tmp_path, fake, grace_s=1.5, timeout_s=20, workers=workers)
     try:
-        # Warm the path (litellm's import) so every stream below is really in flight.
+        # Warm the path so every stream below is really in flight (each worker's first call).
         warm: dict[str, tuple[int, str, bool, str | None]] = {}
-        stream(url, "warm-up", warm)
-        assert warm["warm-up"][2], warm
+        for i in range(2 * workers):
+            stream(url, f"warm-up{i}", warm)
+        assert all(finished for _, _, finished, _ in warm.values()), warm
 
         results: dict[str, tuple[int, str, bool, str | None]] = {}
         threads = [threading.Thread(target=stream, args=(url, f"s{i}", results)) for i in range(STREAMS)]
@@ -87,8 +95,12 @@ def test_sigterm_drains_streams_in_flight_and_exits_cleanly(tmp_path: Path, fake
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
 
-        # Readiness turns 503 at once; the instance still serves new requests in the grace.
+        # Readiness turns 503 at once (within the supervisor's 0.5 s look with several workers);
+        # the instance still serves new requests in the grace.
         ready = httpx.get(f"{url}/readyz", timeout=2)
+        while ready.status_code == 200 and workers > 1 and time.monotonic() - signalled < 1.0:
+            time.sleep(0.05)
+            ready = httpx.get(f"{url}/readyz", timeout=2)
         assert ready.status_code == 503 and ready.json()["status"] == "draining"
         late: dict[str, tuple[int, str, bool, str | None]] = {}
         late_thread = threading.Thread(target=stream, args=(url, "late", late))
