@@ -42,13 +42,26 @@ def speak(gateway: GatewayServer, text: str, voice: str = "alloy") -> bytes:
 
 
 def test_readiness_lists_the_loaded_models(gateway: GatewayServer) -> None:
+    """Whisper loads on its first call (this module's first test runs before any)."""
     body = httpx.get(f"{gateway.url}/readyz").json()
     assert body["embedded_models"] == {
         "local/multilingual-e5-small": "ready",
         "local/espeak-ng": "ready",
-        "local/whisper-tiny.en": "ready",
+        "local/whisper-tiny.en": "not loaded",
         "local/moderation-rules": "ready",
     }
+
+
+def test_a_preload_list_loads_exactly_those_models() -> None:
+    config = {"dify": {"inner_api_key": TEST_KEY}, "server": {"preload_local_models": ["local/whisper-tiny.en"]}}
+    with GatewayServer(config) as server:
+        deadline = time.monotonic() + 30
+        while (reply := httpx.get(f"{server.url}/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, "embedded models did not load"
+            time.sleep(0.05)
+        models = reply.json()["embedded_models"]
+    assert models["local/whisper-tiny.en"] == "ready"
+    assert models["local/multilingual-e5-small"] == "not loaded"
 
 
 def test_text_embedding(gateway: GatewayServer) -> None:

@@ -133,3 +133,10 @@ def test_unreadable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_empty_keys_are_refused(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError, match="empty"):
         load_config(write(tmp_path, text), env={"EMPTY": ""})
+
+
+def test_preload_list_names_embedded_models(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "server: {preload_local_models: [local/whisper-tiny.en]}\n"), env={})
+    assert config.server.preload_local_models == ["local/whisper-tiny.en"]
+    with pytest.raises(ConfigError, match="'local/whisper-large' is not an embedded model"):
+        load_config(write(tmp_path, "server: {preload_local_models: [local/whisper-large]}\n"), env={})

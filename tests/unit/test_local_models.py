@@ -621,3 +621,23 @@ async def test_a_busy_transcriber_does_not_delay_embeddings(models: LocalModels)
     finally:
         results = await asyncio.gather(*transcriptions)
     assert all(word_share(SENTENCE, text) >= MIN_WORD_SHARE for text in results)
+
+
+def test_models_loaded_on_demand_report_a_missing_install_at_once() -> None:
+    from gateway.adapters.local.catalog import ON_DEMAND_MODELS, REQUIRED_PACKAGES, STT_MODEL, preload_list
+    from gateway.adapters.local.slot import ModelSlot
+
+    routed = ["local/espeak-ng", STT_MODEL]
+    assert STT_MODEL in ON_DEMAND_MODELS
+    assert preload_list(routed, True) == ["local/espeak-ng"]
+    assert preload_list(routed, False) == []
+    assert preload_list(routed, [STT_MODEL, STT_MODEL]) == [STT_MODEL]
+
+    installed = ModelSlot[object]("local/x", object)
+    installed.check_installed(REQUIRED_PACKAGES[STT_MODEL])  # the local extra is installed here
+    assert installed.state == "not loaded"
+    missing = ModelSlot[object]("local/y", object)
+    missing.check_installed(("numpy", "no_such_package_for_dify_gateway"))
+    assert missing.state.startswith("failed: not installed (missing package no_such_package_for_dify_gateway)")
+    with pytest.raises(UpstreamUnavailable, match="not installed"):
+        asyncio.run(missing.run(lambda _model: None, timeout_s=1, where="test"))

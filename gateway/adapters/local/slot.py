@@ -8,6 +8,7 @@ its own queue, never another model's, and no engine is ever entered from two thr
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import threading
 from collections.abc import Callable
@@ -36,6 +37,15 @@ class ModelSlot(Generic[M]):
     @property
     def state(self) -> str:
         return self._state
+
+    def check_installed(self, packages: tuple[str, ...]) -> None:
+        """For a model left to load on its first call: mark it failed now if a package its
+        loader imports is missing (readiness reports it), without importing anything."""
+        missing = [name for name in packages if importlib.util.find_spec(name) is None]
+        if missing and self._model is None:
+            with self._lock:
+                self._failure = f"not installed (missing package {missing[0]}); {INSTALL_HINT}"
+                self._state = f"failed: {self._failure}"
 
     async def load(self) -> None:
         """Load the model on its worker; a failure is recorded in ``state``, not raised."""
