@@ -23,11 +23,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.adapters.litellm_loader import load_litellm
-from gateway.adapters.local.catalog import is_local
+from gateway.adapters.local.catalog import is_local, preload_list
 from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.setup import build_embedding_cache
 from gateway.config import GatewayConfig
+from gateway.console import CONSOLE_PREFIX, Console
 from gateway.errors import GatewayError, NoRoute, NotFound, UpstreamError
 from gateway.forward import DifyForwarder
 from gateway.http import (
@@ -211,6 +212,7 @@ class Gateway:
             "/metrics": self.metrics_page,
             "/status/targets": self.status_targets,
         }
+        self.console = Console(self) if config.console.enabled else None
 
     # --- ASGI -------------------------------------------------------------------------
 
@@ -300,6 +302,8 @@ class Gateway:
         request_bytes = len(body) if isinstance(body, bytes) else 0
         first_byte_s = first_byte - started if first_byte is not None else None
         self.request_metrics.observe(trace, outcome, duration_s, first_byte_s, request_bytes, sent_bytes)
+        if self.console is not None:
+            self.console.record(trace, outcome, status, duration_s, body)
         if self._request_log:
             fields: dict[str, Any] = {
                 "request_id": trace.request_id,
@@ -335,10 +339,14 @@ class Gateway:
         plain = self.plain_paths.get(path)
         if plain is not None:
             return await plain(request)
+        if self.console is not None and (path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")):
+            return await self.console.handle(request)
         return error_response(NotFound(f"no such path: {path}"))
 
     async def _inner(self, inner_path: str, request: Request) -> Response:
         """Auth, then the handler; errors before a reply starts become non-200 envelopes."""
+        if self.console is not None:
+            self.console.begin(current_trace.get())
         try:
             check_inner_api_key(request, self._key)
             handler = self.invoke_paths.get(inner_path)
@@ -364,6 +372,8 @@ class Gateway:
                 return await self.forwarder.forward(request, body)
         except GatewayError as exc:
             exc.message = self.redactor(exc.message)
+            if self.console is not None:
+                self.console.note_error(current_trace.get(), exc.message)
             return error_response(exc)
         except Exception:
             log.exception("unexpected error handling %s", request.scope["path"])
@@ -405,8 +415,12 @@ class Gateway:
             if isinstance(redis, RedisStore):
                 self._warmups.append(loop.create_task(redis.warm_up()))
         local = sorted({t.model for r in self.config.routes for t in r.targets if is_local(t.model)})
-        if local and self.config.server.preload_local_models:
-            self._warmups.append(loop.create_task(self._preload(local)))
+        preload = preload_list(local, self.config.server.preload_local_models)
+        on_demand = [name for name in local if name not in preload]
+        if on_demand:
+            self.backends.check_local(on_demand)
+        if preload:
+            self._warmups.append(loop.create_task(self._preload(preload)))
         else:
             self.ready = True
         self._warmups.append(loop.create_task(self._settle(list(self._warmups))))
@@ -456,11 +470,15 @@ class Gateway:
 
     async def invoke_llm(self, request: Request) -> Response:
         invocation = parse_model(LLMInvokeRequest, await self._body(request))
-        return await stream_response(self.llm.frames(invocation), self.redactor, receive=request.receive)
+        return await stream_response(
+            self.llm.frames(invocation), self.redactor, receive=request.receive, whole=not invocation.stream
+        )
 
     async def invoke_structured_output(self, request: Request) -> Response:
         invocation = parse_model(StructuredOutputInvokeRequest, await self._body(request))
-        return await stream_response(self.llm.frames(invocation), self.redactor, receive=request.receive)
+        return await stream_response(
+            self.llm.frames(invocation), self.redactor, receive=request.receive, whole=not invocation.stream
+        )
 
     async def _unary(self, request: Request, model: type[M], run: Callable[[M], Awaitable[Any]]) -> Response:
         """Parse, run, and answer with an envelope; backend failures stay HTTP 200 (as Dify)."""
@@ -506,7 +524,7 @@ class Gateway:
 
     async def _run_unary(self, request: Request, run: Callable[[], Awaitable[Any]]) -> Response:
         try:
-            return envelope_response(await unless_disconnected(request.receive, run()))
+            return envelope_response(await unless_disconnected(request.receive, run))
         except UpstreamError as exc:
             _set_outcome("upstream_error")
             log.warning("%s failed: %s", request.scope["path"], self.redactor(exc.message))

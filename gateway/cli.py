@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import orjson
 
 from gateway import __version__
-from gateway.config import CONFIG_ENV, INNER_API_KEY_ENV, ConfigError, GatewayConfig, load_config
+from gateway.config import CONFIG_ENV, CONSOLE_ENV, INNER_API_KEY_ENV, ConfigError, GatewayConfig, load_config
+from gateway.cpus import AUTO_WORKERS_CAP, auto_workers
 from gateway.logs import configure_logging
 from gateway.routing import RouteTable
 
@@ -29,6 +30,7 @@ HOST_ENV = "DIFY_GATEWAY_HOST"
 PORT_ENV = "DIFY_GATEWAY_PORT"
 WORKERS_ENV = "DIFY_GATEWAY_WORKERS"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PARENT_PID_ENV = "DIFY_GATEWAY_PARENT_PID"  # for workers: the parent they must not outlive
 
 
 def _env_int(name: str) -> int | None:
@@ -46,12 +48,64 @@ def _env_int(name: str) -> int | None:
     return value
 
 
+def _workers_from_env() -> int | None:
+    """``DIFY_GATEWAY_WORKERS``: a number, or ``auto`` (the default: one per available CPU)."""
+    if os.environ.get(WORKERS_ENV, "").strip().lower() == "auto":
+        return None
+    return _env_int(WORKERS_ENV)
+
+
+def _workers_arg(raw: str) -> int:
+    """``--workers``: a number of at least 1, or ``auto`` (0 here: decided by the environment or CPUs)."""
+    if raw.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or 'auto', not {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {value}")
+    return value
+
+
 def app_factory() -> object:
     """Entry point for uvicorn workers: the config path comes from the environment."""
+    _exit_with_parent()
 
     config = _load(os.environ.get(CONFIG_ENV))
     configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
     return _create(config)
+
+
+def _exit_with_parent() -> None:
+    """A worker gets SIGTERM (and drains) when the parent process dies, even by SIGKILL:
+    otherwise workers of a killed parent would go on serving, orphaned, forever."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.environ.get(PARENT_PID_ENV) != str(os.getppid()):  # the parent died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _preflight(config: GatewayConfig) -> None:
+    """Checks that would otherwise fail in every worker, made once before they start."""
+    from gateway.errors import GatewayError
+
+    if config.tracing.enabled:
+        from gateway.tracing import require_otel
+
+        try:
+            require_otel()
+        except GatewayError as exc:
+            print(f"dify-gateway: {exc.message}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def _create(config: GatewayConfig) -> object:
@@ -83,6 +137,8 @@ def _prepare_multiprocess_metrics(workers: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.console:
+        os.environ[CONSOLE_ENV] = "1"  # in the environment, so that worker processes see it too
     config = _load(args.config)
     if config.dify.inner_api_key is None:
         print(
@@ -93,19 +149,23 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or os.environ.get(HOST_ENV) or config.server.host
     port = args.port or _env_int(PORT_ENV) or config.server.port
-    workers = args.workers or _env_int(WORKERS_ENV) or 1
+    workers = args.workers or _workers_from_env() or auto_workers()
+    _preflight(config)
     _prepare_multiprocess_metrics(workers)
     import uvicorn
 
     configure_logging(config.server.log_level, config.server.log_format)
     logging.getLogger("dify_gateway").info(
-        "dify-gateway %s serving on %s:%d with %d route(s) from %s",
+        "dify-gateway %s serving on %s:%d with %d route(s) from %s, %d worker(s)",
         __version__,
         host,
         port,
         len(config.routes),
         config.source,
+        workers,
     )
+    if config.console.enabled:
+        _log_console(config, host, port)
     options = {
         "host": host,
         "port": port,
@@ -119,12 +179,21 @@ def _serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": config.server.drain_timeout_s,
     }
     if workers > 1:
+        os.environ[PARENT_PID_ENV] = str(os.getpid())
         if args.config:
             os.environ[CONFIG_ENV] = args.config
         uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     else:
         uvicorn.run(_create(config), **options)  # type: ignore[arg-type]
     return 0
+
+
+def _log_console(config: GatewayConfig, host: str, port: int) -> None:
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+    key = "console.admin_key" if config.console.admin_key is not None else "the inner API key"
+    logging.getLogger("dify_gateway").info(
+        "operator console at http://%s:%d/console/ (sign in with %s)", shown, port, key
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -138,6 +207,7 @@ def _check_config(args: argparse.Namespace) -> int:
         "summary_model": config.summary_model.model if config.summary_model else None,
         "embedding_cache": _cache(config),
         "serverless": _serverless(config),
+        "console": _console(config),
         "resilience": {
             "retry": config.resilience.retry.model_dump(),
             "breaker": config.resilience.breaker.model_dump(),
@@ -172,6 +242,12 @@ def _cache(config: GatewayConfig) -> dict[str, object]:
     }
 
 
+def _console(config: GatewayConfig) -> dict[str, object]:
+    if not config.console.enabled:
+        return {"enabled": False}
+    return {"enabled": True, "admin_key": "<set>" if config.console.admin_key else "<the inner API key>"}
+
+
 def _serverless(config: GatewayConfig) -> dict[str, object]:
     settings = config.serverless
     if not settings.enabled:
@@ -192,7 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")
     serve.add_argument("--host", help=f"listen address (default: ${HOST_ENV}, else server.host, 0.0.0.0)")
     serve.add_argument("--port", type=int, help=f"listen port (default: ${PORT_ENV}, else server.port, 8080)")
-    serve.add_argument("--workers", type=int, help=f"worker processes (default: ${WORKERS_ENV}, else 1)")
+    serve.add_argument(
+        "--workers",
+        type=_workers_arg,
+        help=f"worker processes, a number or 'auto' (default: ${WORKERS_ENV}, else auto: one per available CPU, "
+        f"cgroup limits included, at most {AUTO_WORKERS_CAP})",
+    )
+    serve.add_argument(
+        "--console", action="store_true", help=f"serve the operator console at /console/ (as ${CONSOLE_ENV}=1)"
+    )
     serve.set_defaults(run=_serve)
     check = sub.add_parser("check-config", help="validate the configuration and print the route table")
     check.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")

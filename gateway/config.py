@@ -36,6 +36,10 @@ MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 
 CONFIG_ENV = "DIFY_GATEWAY_CONFIG"
 INNER_API_KEY_ENV = "DIFY_INNER_API_KEY"
+# Turn the operator console on (1/true/yes/on) or off (0/false/no/off) whatever the file says.
+CONSOLE_ENV = "DIFY_GATEWAY_CONSOLE"
+# The console's admin key when console.admin_key is not set in the file.
+ADMIN_KEY_ENV = "DIFY_GATEWAY_ADMIN_KEY"
 
 
 class ConfigError(Exception):
@@ -57,9 +61,21 @@ class ServerConfig(_Strict):
     # One line per inner-API request (ids, route, target, outcome, durations, tokens).
     request_log: bool = True
     access_log: bool = False
-    # Load the embedded models the routes use at start-up (readiness waits for them);
-    # false loads each on its first call instead.
-    preload_local_models: bool = True
+    # Which embedded models load at start-up (readiness waits for them): true, the ones the
+    # routes use except those loaded on demand (Whisper); false, none; or a list of names.
+    # The others load on their first call.
+    preload_local_models: bool | list[str] = True
+
+    @field_validator("preload_local_models")
+    @classmethod
+    def _known_local_models(cls, value: bool | list[str]) -> bool | list[str]:
+        if isinstance(value, list):
+            known = sorted({name for names in LOCAL_MODELS.values() for name in names})
+            for name in value:
+                if name not in known:
+                    raise ValueError(f"{name!r} is not an embedded model (known: {', '.join(known)})")
+        return value
+
     # Invocations one process serves at once; above it callers get a fast "overloaded" 429
     # instead of an unbounded queue (0: no cap).
     max_in_flight: int = Field(default=1000, ge=0)
@@ -97,7 +113,7 @@ class EmbeddingCacheConfig(_Strict):
     scope: Literal["tenant", "global"] = "tenant"
     ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     # The in-process LRU: the whole cache without Redis ...
-    memory_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    memory_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # per worker
     # ... and with Redis, a small L1 in front of it that saves the round trip for hot inputs (0: off).
     l1_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
 
@@ -171,6 +187,21 @@ class TracingConfig(_Strict):
     service_name: str = "dify-gateway"
     # Share of traces started here that are recorded (a caller's sampled flag is followed).
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+
+class ConsoleConfig(_Strict):
+    """The operator console (``/console/``): a read-only status page, its JSON endpoints and a
+    try-it panel. Off by default; its data needs ``admin_key`` (the inner API key when unset)."""
+
+    enabled: bool = False
+    admin_key: SecretStr | None = None
+
+    @field_validator("admin_key")
+    @classmethod
+    def _key_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("the key is empty (is the environment variable it comes from set?)")
+        return key
 
 
 class ResilienceConfig(_Strict):
@@ -284,6 +315,7 @@ class GatewayConfig(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     summary_model: TargetConfig | None = None
     serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     # How many pieces of a long text are summarised at once.
     summary_concurrency: int = Field(default=4, ge=1, le=64)
     # Where this configuration came from, for messages ("<embedded defaults>" without a file).
@@ -398,7 +430,26 @@ def parse_config(raw: Any, source: str, env: dict[str, str] | None = None) -> Ga
     if config.dify.inner_api_key is None and env.get(INNER_API_KEY_ENV):
         dify = config.dify.model_copy(update={"inner_api_key": SecretStr(env[INNER_API_KEY_ENV])})
         config = config.model_copy(update={"dify": dify})
-    return config
+    return _console_from_env(config, env, source)
+
+
+_SWITCH = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _console_from_env(config: GatewayConfig, env: dict[str, str], source: str) -> GatewayConfig:
+    """``$DIFY_GATEWAY_CONSOLE`` switches the console on or off; ``$DIFY_GATEWAY_ADMIN_KEY``
+    is its key when the file sets none."""
+    update: dict[str, Any] = {}
+    raw = env.get(CONSOLE_ENV, "").strip().lower()
+    if raw:
+        if raw not in _SWITCH:
+            raise ConfigError(f"{source}: {CONSOLE_ENV} must be 1 or 0 (true/false, yes/no, on/off), not {raw!r}")
+        update["enabled"] = _SWITCH[raw]
+    if config.console.admin_key is None and env.get(ADMIN_KEY_ENV, "").strip():
+        update["admin_key"] = SecretStr(env[ADMIN_KEY_ENV].strip())
+    if not update:
+        return config
+    return config.model_copy(update={"console": config.console.model_copy(update=update)})
 
 
 def load_config(path: str | None = None, env: dict[str, str] | None = None) -> GatewayConfig:

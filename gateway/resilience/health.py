@@ -36,6 +36,7 @@ class TargetState:
     last_error_at: float | None = None  # wall clock, for people
     requests: SlidingSum = field(default_factory=lambda: SlidingSum(_RATE_WINDOW_S))
     tokens: SlidingSum = field(default_factory=lambda: SlidingSum(_RATE_WINDOW_S))
+    errors: SlidingSum = field(default_factory=lambda: SlidingSum(_RATE_WINDOW_S))  # failed attempts
     latency_s: float | None = None  # moving average of successful calls
 
     @property
@@ -128,6 +129,7 @@ class TargetHealth:
         state = self.of(target)
         state.in_flight -= 1
         state.failures += 1
+        state.errors.add(self._clock())
         state.last_error = message
         state.last_error_at = time.time()
         if state.breaker is None:
@@ -168,6 +170,7 @@ class TargetHealth:
                 "calls": state.calls,
                 "failures": state.failures,
                 "requests_last_minute": state.requests.total(now),
+                "errors_last_minute": state.errors.total(now),
             }
             if state.breaker is not None:
                 window_calls, ratio = state.breaker.error_ratio()

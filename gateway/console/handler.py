@@ -1,0 +1,184 @@
+"""``/console``: the operator console's page, its static files and its JSON endpoints.
+
+The page (HTML, CSS, JS: no data in them) is served to anyone who can reach the port; every
+piece of data comes from ``/console/api/*``, which needs the admin key as ``X-Admin-Key``
+or ``Authorization: Bearer``. With the console disabled none of these paths exist (404).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from gateway.console.state import ConsoleState
+from gateway.console.status import build_status
+from gateway.console.tryit import plan_try, run_try
+from gateway.errors import GatewayError, NotFound, Unauthorized
+from gateway.http import JSON_MEDIA_TYPE, error_response, parse_json_object, read_body
+from gateway.trace import Trace
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+CONSOLE_PREFIX = "/console"
+NDJSON_MEDIA_TYPE = "application/x-ndjson"
+# The page loads only its own files, talks only to its own origin, and cannot be framed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self' blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_COMMON_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+# Data changes from second to second and is behind a key: never stored by caches.
+_API_HEADERS = {**_COMMON_HEADERS, "cache-control": "no-store"}
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+def load_assets() -> dict[str, Asset]:
+    """The files under ``gateway/console/static``, read once."""
+    assets: dict[str, Asset] = {}
+    for entry in files("gateway.console").joinpath("static").iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if entry.is_file() and suffix in _MEDIA_TYPES:
+            body = entry.read_bytes()
+            assets[entry.name] = Asset(body, _MEDIA_TYPES[suffix], '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
+    return assets
+
+
+class Console:
+    def __init__(self, gateway: Gateway) -> None:
+        config = gateway.config
+        inner = config.dify.inner_api_key
+        if inner is None:
+            raise ValueError("no inner API key configured")
+        admin = config.console.admin_key or inner  # documented: the inner key when no admin key is set
+        self._gateway = gateway
+        self._admin_key = admin.get_secret_value().encode()
+        self._inner_key = inner.get_secret_value().encode()
+        self._max_body = config.server.max_body_bytes
+        self._assets = load_assets()
+        self.state = ConsoleState(gateway.redactor)
+        self._api = {
+            "/api/status": ("GET", self.status),
+            "/api/errors": ("GET", self.errors),
+            "/api/try": ("POST", self.try_it),
+        }
+
+    # --- fed by the app for every inner-API request ------------------------------------
+
+    def begin(self, trace: Trace | None) -> None:
+        self.state.begin(trace)
+
+    def note_error(self, trace: Trace | None, message: str) -> None:
+        self.state.note_error(trace, message)
+
+    def record(self, trace: Trace, outcome: str, status: int, duration_s: float, body: object = None) -> None:
+        self.state.record(trace, outcome, status, duration_s, body)
+
+    # --- HTTP -------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        path: str = request.scope["path"]
+        rest = path[len(CONSOLE_PREFIX) :]
+        if rest == "":
+            return RedirectResponse(CONSOLE_PREFIX + "/", status_code=308)
+        if rest in ("/", "/index.html"):
+            return self._asset(request, "index.html")
+        if rest.startswith("/static/"):
+            return self._asset(request, rest.removeprefix("/static/"))
+        api = self._api.get(rest.rstrip("/"))
+        if api is None or not rest.startswith("/api/"):
+            return _api_error(NotFound(f"no such path: {path}"))
+        method, handler = api
+        if not self._authorized(request):
+            response = _api_error(
+                Unauthorized("unauthorized: missing or wrong admin key (send X-Admin-Key or Authorization: Bearer)")
+            )
+            response.headers["www-authenticate"] = 'Bearer realm="dify-gateway console"'
+            return response
+        if request.method != method:
+            response = _api_error(NotFound(f"{request.method} {path}: only {method} is served"), 405)
+            response.headers["allow"] = method
+            return response
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            exc.message = self._gateway.redactor(exc.message)
+            return _api_error(exc)
+
+    def _authorized(self, request: Request) -> bool:
+        supplied = request.headers.get("x-admin-key")
+        if supplied is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            supplied = token.strip() if scheme.lower() == "bearer" else None
+        # Constant-time compare, so response timing does not reveal how much of a guess matched.
+        return supplied is not None and hmac.compare_digest(supplied.encode(), self._admin_key)
+
+    def _asset(self, request: Request, name: str) -> Response:
+        asset = self._assets.get(name)
+        if asset is None:
+            return _api_error(NotFound(f"no such file: {name}"))
+        if request.method not in ("GET", "HEAD"):
+            return _api_error(NotFound(f"{request.method}: only GET is served"), 405)
+        headers = {
+            **_COMMON_HEADERS,
+            # Revalidated on every load (a 304 when unchanged), so an upgrade shows at once.
+            "cache-control": "no-cache",
+            "etag": asset.etag,
+        }
+        if name == "index.html":
+            headers["content-security-policy"] = CONTENT_SECURITY_POLICY
+        if request.headers.get("if-none-match") == asset.etag:
+            return Response(status_code=304, headers=headers)
+        body = b"" if request.method == "HEAD" else asset.body
+        return Response(body, media_type=asset.media_type, headers=headers)
+
+    # --- the JSON endpoints -----------------------------------------------------------
+
+    async def status(self, request: Request) -> Response:
+        return _json(build_status(self._gateway, self.state))
+
+    async def errors(self, request: Request) -> Response:
+        return _json({"capacity": self.state.error_capacity, "errors": self.state.recent_errors()})
+
+    async def try_it(self, request: Request) -> Response:
+        data = parse_json_object(await read_body(request, self._max_body))
+        plan = plan_try(self._gateway, data)
+        return StreamingResponse(
+            run_try(self._gateway, plan, self._inner_key),
+            media_type=NDJSON_MEDIA_TYPE,
+            # Proxies such as nginx must pass each line on as it comes, not buffer the reply.
+            headers={**_API_HEADERS, "x-accel-buffering": "no"},
+        )
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type=JSON_MEDIA_TYPE, headers=_API_HEADERS)
+
+
+def _api_error(exc: GatewayError, status: int | None = None) -> Response:
+    response = error_response(exc, status)
+    response.headers.update(_API_HEADERS)
+    return response

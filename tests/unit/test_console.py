@@ -1,0 +1,226 @@
+"""The console's pure parts: its configuration, the traffic and error bookkeeping, addresses
+without credentials, and the try-it form turned into the daemon's request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.config import ConfigError, parse_config
+from gateway.console.state import ConsoleState
+from gateway.console.status import _public_key, public_address
+from gateway.console.tryit import _example, plan_try
+from gateway.errors import BadRequest
+from gateway.redaction import Redactor
+from gateway.trace import Trace
+
+KEY = "inner-key-for-tests"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_console_is_off_by_default_and_switched_by_the_environment() -> None:
+    assert parse_config({}, "<t>", env={}).console.enabled is False
+    on = parse_config({}, "<t>", env={"DIFY_GATEWAY_CONSOLE": "1", "DIFY_GATEWAY_ADMIN_KEY": "admin-from-env"})
+    assert on.console.enabled is True and on.console.admin_key is not None
+    assert on.console.admin_key.get_secret_value() == "admin-from-env"
+    assert "admin-from-env" in on.secrets()  # so it is redacted from messages
+    off = parse_config({"console": {"enabled": True}}, "<t>", env={"DIFY_GATEWAY_CONSOLE": "false"})
+    assert off.console.enabled is False
+    with pytest.raises(ConfigError, match="DIFY_GATEWAY_CONSOLE must be 1 or 0"):
+        parse_config({}, "<t>", env={"DIFY_GATEWAY_CONSOLE": "maybe"})
+
+
+def test_console_admin_key_from_the_file_wins_and_may_not_be_blank() -> None:
+    config = parse_config(
+        {"console": {"enabled": True, "admin_key": "os.environ/ADMIN"}},
+        "<t>",
+        env={"ADMIN": "from-file-ref", "DIFY_GATEWAY_ADMIN_KEY": "ignored"},
+    )
+    assert config.console.admin_key is not None and config.console.admin_key.get_secret_value() == "from-file-ref"
+    with pytest.raises(ConfigError, match="console.admin_key: Value error, the key is empty"):
+        parse_config({"console": {"admin_key": " "}}, "<t>", env={})
+    with pytest.raises(ConfigError, match="console.enable: Extra inputs are not permitted"):
+        parse_config({"console": {"enable": True}}, "<t>", env={})
+
+
+def trace(model_type: str = "llm", route: str | None = "r1", **fields: Any) -> Trace:
+    return Trace(request_id="req-1", model_type=model_type, route=route, **fields)
+
+
+def test_traffic_counts_in_flight_rates_and_errors_per_type_and_route() -> None:
+    clock = Clock()
+    state = ConsoleState(Redactor([]), clock=clock, wall=lambda: 1_700_000_000.0)
+    running = trace()
+    state.begin(running)
+    assert state.traffic()["llm"]["in_flight"] == 1
+    state.record(running, "ok", 200, 0.2)
+    failing = trace("rerank", route=None)
+    state.begin(failing)
+    state.record(failing, "no_route", 404, 0.001)
+    overloaded = trace()  # refused before its handler started: no begin
+    state.record(overloaded, "overloaded", 429, 0.0)
+    llm = state.traffic()["llm"]
+    assert llm["in_flight"] == 0 and llm["requests_last_minute"] == 2 and llm["errors_last_minute"] == 1
+    assert llm["error_rate"] == 0.5 and llm["avg_duration_ms"] == 100.0 and llm["requests_total"] == 2
+    assert state.route_traffic() == {
+        "r1": {
+            "requests_last_minute": 2,
+            "requests_per_s": 0.033,
+            "errors_last_minute": 1,
+            "error_rate": 0.5,
+            "avg_duration_ms": 100.0,
+            "requests_total": 2,
+            "errors_total": 1,
+        }
+    }
+    clock.now += 61  # the window has passed; totals stay
+    llm = state.traffic()["llm"]
+    assert llm["requests_last_minute"] == 0 and llm["error_rate"] is None and llm["requests_total"] == 2
+    messages = [e["message"] for e in state.recent_errors()]
+    assert messages == ["refused: too many requests in flight (server.max_in_flight)", "no route (HTTP 404)"]
+
+
+def test_errors_keep_the_callers_message_newest_first_and_at_most_the_capacity() -> None:
+    state = ConsoleState(Redactor(["sk-secret-value"]), max_errors=3)
+    for n in range(5):
+        t = trace(errors=[f"attempt failed with key sk-secret-value ({n})"])
+        state.begin(t)
+        if n == 4:
+            state.note_error(t, "route 'r1': every attempt failed")
+        state.record(t, "upstream_error", 502, 0.01)
+    errors = state.recent_errors()
+    assert len(errors) == 3 and state.errors_total == 5 and state.error_capacity == 3
+    assert errors[0]["message"] == "route 'r1': every attempt failed"
+    assert [e["message"] for e in errors[1:]] == ["attempt failed with key *** (3)", "attempt failed with key *** (2)"]
+    ok = trace()
+    state.begin(ok)
+    state.record(ok, "ok", 200, 0.01)
+    state.record(trace(), "cancelled", 499, 0.01)
+    state.record(trace(), "forwarded", 500, 0.01)
+    assert len(state.recent_errors()) == 3 and state.errors_total == 5
+
+
+def test_request_text_echoed_in_an_error_is_removed() -> None:
+    state = ConsoleState(Redactor([]))
+    prompt = "please summarise the merger terms for ACME and Globex in detail"
+    body = orjson.dumps(
+        {
+            "tenant_id": "tenant-1",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "prompt_messages": [{"role": "user", "content": prompt}],
+        }
+    )
+    t = trace(errors=[f"400 from upstream: invalid input {prompt!r}; also '{prompt[:40]}' for model gpt-4o"])
+    state.record(t, "client_error", 400, 0.1, body)
+    message = state.recent_errors()[0]["message"]
+    assert "merger" not in message and "summarise" not in message
+    assert message.startswith("400 from upstream: invalid input '[request text removed]'")
+    assert message.endswith("for model gpt-4o")  # metadata such as the model name stays
+    long = trace(errors=["x" * 2000])
+    state.record(long, "error", 500, 0.1, b"not json")
+    assert len(state.recent_errors()[0]["message"]) == 500
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:pass@api.example.com:8443/v1?key=abc", "https://api.example.com:8443"),
+        ("http://vllm:8000/v1", "http://vllm:8000"),
+        ("http://[::1]:9000/x", "http://[::1]:9000"),
+        ("https://api.example.com", "https://api.example.com"),
+        (None, None),
+    ],
+)
+def test_public_address_drops_credentials_path_and_query(url: str | None, expected: str | None) -> None:
+    assert public_address(url) == expected
+
+
+def test_backend_keys_keep_the_model_and_only_the_host_of_the_address() -> None:
+    assert (
+        _public_key("openai/gpt-4o@https://proxy.example.com/v1/acct-123") == "openai/gpt-4o@https://proxy.example.com"
+    )
+    assert _public_key("vertex_ai/claude-3@20240620") == "vertex_ai/claude-3@20240620"
+    assert (
+        _public_key("vertex_ai/claude-3@20240620@http://10.0.0.1:8000/v1")
+        == "vertex_ai/claude-3@20240620@http://10.0.0.1:8000"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("gpt-4o", "gpt-4o"),
+        ("gpt-4o*", "gpt-4o"),
+        ("*", "any"),
+        ("claude-?-haiku", "claude-x-haiku"),
+        ("model-[abc]", "model-a"),
+        ("acme/*/chat", "acme/any/chat"),
+    ],
+)
+def test_an_example_name_for_a_glob(pattern: str, expected: str) -> None:
+    assert _example(pattern, "any") == expected
+
+
+def gateway_with_routes() -> Any:
+    routes = [
+        {
+            "name": "chat",
+            "match": {"type": "llm", "provider": "openai", "model": "gpt-4o*"},
+            "targets": [{"model": "x/y"}],
+        },
+        {
+            "name": "tenant-emb",
+            "match": {"type": "text-embedding", "tenant": ["t-9"]},
+            "targets": [{"model": "openai/text-embedding-3-small"}],
+        },
+    ]
+    return create_app(parse_config({"dify": {"inner_api_key": KEY}, "routes": routes}, "<t>", env={}))
+
+
+def test_try_form_becomes_the_daemons_request() -> None:
+    gateway = gateway_with_routes()
+    plan = plan_try(gateway, {"type": "llm", "route": "chat", "text": " Hi ", "stream": False})
+    assert plan.path == "/inner/api/invoke/llm" and plan.route == "chat"
+    assert plan.body == {
+        "tenant_id": "console",
+        "user_id": "console",
+        "type": "llm",
+        "provider": "langgenius/openai/openai",
+        "model": "gpt-4o",
+        "mode": "chat",
+        "completion_params": {},
+        "prompt_messages": [{"role": "user", "content": "Hi"}],
+        "tools": [],
+        "stop": [],
+        "stream": False,
+    }
+    emb = plan_try(gateway, {"type": "text-embedding", "route": "tenant-emb", "text": "a\nb", "input_type": "document"})
+    assert emb.route == "tenant-emb" and emb.body["tenant_id"] == "t-9"  # the route's own tenant
+    assert emb.body["texts"] == ["a", "b"] and emb.body["input_type"] == "document"
+    unrouted = plan_try(gateway, {"type": "moderation", "text": "hello there", "provider": "acme", "model": "m"})
+    assert unrouted.route is None and unrouted.body["provider"] == "langgenius/acme/acme"
+    stt = plan_try(gateway, {"type": "speech2text", "audio_base64": "AAEC"})
+    assert stt.body["file"] == "000102"
+    mm = plan_try(gateway, {"type": "multimodal-rerank", "text": "q", "docs": ["d1", " ", "d2"]})
+    assert mm.body["query"] == {"content": "q", "content_type": "text"} and len(mm.body["docs"]) == 2
+
+
+def test_try_form_problems_are_bad_requests() -> None:
+    gateway = gateway_with_routes()
+    with pytest.raises(BadRequest, match="route 'chat' does not serve tts"):
+        plan_try(gateway, {"type": "tts", "route": "chat", "text": "x"})
+    with pytest.raises(BadRequest, match="too many docs"):
+        plan_try(gateway, {"type": "rerank", "text": "q", "docs": ["d"] * 300})
+    with pytest.raises(BadRequest, match="stream: Input should be a valid boolean"):
+        plan_try(gateway, {"type": "llm", "text": "q", "stream": "perhaps"})
