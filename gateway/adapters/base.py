@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from gateway.routing import Target
+
+# One embedding: float32 arrays from base64 replies and the embedded model (they go to the
+# cache and into JSON without becoming Python floats), plain lists from JSON replies.
+EmbeddingVector: TypeAlias = list[float] | npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +120,7 @@ class EmbeddingCall:
 
 @dataclass(slots=True)
 class EmbeddingOutput:
-    vectors: list[list[float]]  # one per input, in input order
+    vectors: list[EmbeddingVector]  # one per input, in input order
     tokens: int | None  # as the backend reported them; None when it did not say
 
 

@@ -23,7 +23,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, RerankCall, RerankOutput, ScoredDoc
+from gateway.adapters.base import (
+    EmbeddingCall,
+    EmbeddingOutput,
+    EmbeddingVector,
+    RerankCall,
+    RerankOutput,
+    ScoredDoc,
+)
 from gateway.adapters.http_client import HttpClient, JsonReply
 from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.routing import Target
@@ -118,7 +125,7 @@ class TeiAdapter:
 
         parts = _chunks(len(texts), self._batch_size(call.target))
         replies = await self._bounded([job(part) for part in parts])
-        vectors: list[list[float]] = []
+        vectors: list[EmbeddingVector] = []
         counts: list[int] = []
         for part, reply in zip(parts, replies, strict=True):
             data = reply.data

@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import sys
 import warnings
-from array import array
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, InputType, MediaInput
+import numpy as np
+
+from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, EmbeddingVector, InputType, MediaInput
 from gateway.adapters.litellm_common import (
     call_litellm,
     call_params,
@@ -106,25 +106,25 @@ def image_style(provider: str, model: str) -> ImageStyle | None:
     return None
 
 
-def decode_vector(raw: Any) -> list[float]:
-    """One embedding as floats: a JSON list, or base64 of little-endian float32."""
+FLOAT32_LE = np.dtype("<f4")
+
+
+def decode_vector(raw: Any) -> EmbeddingVector:
+    """One embedding: a JSON list as it is, base64 of little-endian float32 as a float32 array
+    (never turned into Python floats: the cache and the JSON writer take the array)."""
     if isinstance(raw, str):
-        values = array("f")
-        values.frombytes(base64.b64decode(raw, validate=True))
-        if sys.byteorder == "big":
-            values.byteswap()
-        return values.tolist()
+        return np.frombuffer(base64.b64decode(raw, validate=True), dtype=FLOAT32_LE)
     if isinstance(raw, list) and (not raw or (isinstance(raw[0], int | float) and not isinstance(raw[0], bool))):
         return raw
     raise ValueError("an embedding that is neither a list of numbers nor base64")
 
 
-def ordered_vectors(data: Any, count: int) -> list[list[float]]:
+def ordered_vectors(data: Any, count: int) -> list[EmbeddingVector]:
     """The vectors of a response's ``data`` in input order, by their ``index`` fields."""
     items = list(data or [])
     if len(items) != count:
         raise ValueError(f"{len(items)} vectors for {count} inputs")
-    slots: list[list[float] | None] = [None] * count
+    slots: list[EmbeddingVector | None] = [None] * count
     for position, item in enumerate(items):
         index = _field(item, "index")
         if index is None:
@@ -172,7 +172,7 @@ class LiteLLMEmbeddingAdapter:
         secret = kwargs.get("api_key")
         litellm = await litellm_module()
 
-        async def one(batch: _Batch) -> tuple[list[list[float]], int | None]:
+        async def one(batch: _Batch) -> tuple[list[EmbeddingVector], int | None]:
             batch_kwargs = dict(kwargs)
             if not batch.images:
                 batch_kwargs = {**input_type_kwargs(provider, model, call.input_type), **batch_kwargs}
@@ -189,7 +189,7 @@ class LiteLLMEmbeddingAdapter:
             return vectors, None if batch.images else reported_tokens(response)
 
         results = await asyncio.gather(*(one(b) for b in batches)) if len(batches) > 1 else [await one(batches[0])]
-        vectors: list[list[float]] = [[] for _ in call.inputs]
+        vectors: list[EmbeddingVector] = [[] for _ in call.inputs]
         counts: list[int] = []
         for batch, (batch_vectors, tokens) in zip(batches, results, strict=True):
             for position, vector in zip(batch.positions, batch_vectors, strict=True):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.adapters.base import InputType, MediaInput
+from gateway.adapters.base import EmbeddingVector, InputType, MediaInput
 from gateway.cache.codec import FLOAT32, Vector, decode_vector, encode_vector
 from gateway.cache.keys import KeyBuilder, scope_for, target_fingerprint
 from gateway.cache.store import VectorStore
@@ -27,7 +27,7 @@ from gateway.errors import UpstreamUnavailable
 from gateway.routing import Target
 
 # Embeds the given inputs: (vectors in input order, tokens spent).
-Fetch = Callable[[list[MediaInput]], Awaitable[tuple[Sequence[Sequence[float]], int]]]
+Fetch = Callable[[list[MediaInput]], Awaitable[tuple[Sequence[EmbeddingVector], int]]]
 
 
 @dataclass(slots=True)

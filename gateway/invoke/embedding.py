@@ -7,7 +7,14 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from gateway.adapters.base import EmbeddingCall, EmbeddingOutput, InputType, MediaInput, UpstreamContext
+from gateway.adapters.base import (
+    EmbeddingCall,
+    EmbeddingOutput,
+    EmbeddingVector,
+    InputType,
+    MediaInput,
+    UpstreamContext,
+)
 from gateway.adapters.registry import Backends
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.errors import UpstreamUnavailable
@@ -98,7 +105,7 @@ class EmbeddingService:
         async def attempt(target: Target, timeout_s: float) -> tuple[list[Any], int]:
             where = context.describe(target)
 
-            async def fetch(items: list[MediaInput]) -> tuple[list[list[float]], int]:
+            async def fetch(items: list[MediaInput]) -> tuple[list[EmbeddingVector], int]:
                 vectors, tokens = await self._embed_all(target, items, request.input_type, context, timeout_s, where)
                 tokens = estimate_input_tokens(items) if tokens is None else tokens
                 self._resilience.health.used_tokens(target, tokens)
@@ -124,7 +131,7 @@ class EmbeddingService:
         context: UpstreamContext,
         timeout_s: float,
         where: str,
-    ) -> tuple[list[list[float]], int | None]:
+    ) -> tuple[list[EmbeddingVector], int | None]:
         """Vectors in input order, and the tokens the backend reported (None if any batch did not)."""
         if not inputs:
             return [], 0

@@ -11,7 +11,14 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from gateway.adapters.base import EmbeddingAdapter, EmbeddingCall, InputType, MediaInput, UpstreamContext
+from gateway.adapters.base import (
+    EmbeddingAdapter,
+    EmbeddingCall,
+    EmbeddingVector,
+    InputType,
+    MediaInput,
+    UpstreamContext,
+)
 from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
@@ -27,6 +34,11 @@ SECRET = "sk-embed-secret-7"
 CTX = UpstreamContext(route="r-emb", provider="langgenius/openai/openai", model="text-embedding-3-small")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(24))
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(24))
+
+
+def floats(vectors: list[EmbeddingVector]) -> list[list[float]]:
+    """Vectors as plain floats (base64 replies decode to float32 arrays)."""
+    return [[float(x) for x in v] for v in vectors]
 
 
 def target(model: str, api_base: str | None, **config: Any) -> Target:
@@ -82,7 +94,7 @@ async def test_openai_vectors_in_input_order_as_base64(openai_adapter: Embedding
     out = await openai_adapter.embed(
         call(target("openai/text-embedding-3-small", fake.base_url), texts(*words), "query")
     )
-    assert out.vectors == [fake_embedding(w, 8) for w in words]
+    assert floats(out.vectors) == [fake_embedding(w, 8) for w in words]
     assert out.tokens == 11
     (rec,) = fake.requests
     assert rec.path == "/v1/embeddings"
@@ -94,7 +106,7 @@ async def test_vectors_are_put_back_in_input_order(openai_adapter: EmbeddingAdap
     fake.default(Embeddings(reverse=True))
     words = [f"text {i}" for i in range(5)]
     out = await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts(*words)))
-    assert out.vectors == [fake_embedding(w, 8) for w in words]
+    assert floats(out.vectors) == [fake_embedding(w, 8) for w in words]
 
 
 async def test_a_missing_vector_is_a_malformed_reply(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
@@ -108,14 +120,14 @@ async def test_a_batch_of_2048_texts(openai_adapter: EmbeddingAdapter, fake: Fak
     words = [f"document number {i}" for i in range(2048)]
     out = await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), texts(*words)))
     assert len(out.vectors) == 2048
-    assert out.vectors == [fake_embedding(w, 8) for w in words]
+    assert floats(out.vectors) == [fake_embedding(w, 8) for w in words]
     assert fake.count("/v1/embeddings") == 1
 
 
 async def test_target_params_override_the_request(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
     t = target("openai/text-embedding-3-small", fake.base_url, params={"encoding_format": "float", "dimensions": 4})
     out = await openai_adapter.embed(call(t, texts("hello")))
-    assert out.vectors == [fake_embedding("hello", 4)]
+    assert floats(out.vectors) == [fake_embedding("hello", 4)]
     sent = fake.requests[-1].json
     assert sent["encoding_format"] == "float" and sent["dimensions"] == 4
 
@@ -132,7 +144,7 @@ async def test_completion_params_of_a_shared_target_stay_out(
 
 async def test_no_inputs_no_call(openai_adapter: EmbeddingAdapter, fake: FakeUpstream) -> None:
     out = await openai_adapter.embed(call(target("openai/text-embedding-3-small", fake.base_url), []))
-    assert (out.vectors, out.tokens) == ([], None)
+    assert (floats(out.vectors), out.tokens) == ([], None)
     assert fake.requests == []
 
 
@@ -163,7 +175,7 @@ async def test_input_type_reaches_the_provider_in_its_own_field(
     cases: list[tuple[InputType, str]] = [("query", query), ("document", document)]
     for input_type, expected in cases:
         out = await adapter.embed(call(target(model, api_base), texts("hello world", "b"), input_type))
-        assert out.vectors == [fake_embedding("hello world", 8), fake_embedding("b", 8)]
+        assert floats(out.vectors) == [fake_embedding("hello world", 8), fake_embedding("b", 8)]
         assert _sent_field(fake.requests[-1].json, field) == expected
     assert len(fake.requests) == 2
 
@@ -175,7 +187,7 @@ async def test_providers_without_input_types_get_no_extra_field(
     adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream, model: str
 ) -> None:
     out = await adapter.embed(call(target(model, fake.base_url), texts("hello"), "query"))
-    assert out.vectors == [fake_embedding("hello", 8)]
+    assert floats(out.vectors) == [fake_embedding("hello", 8)]
     assert fake.requests[-1].path == "/v1/embeddings"
     assert not {"input_type", "task", "task_type"} & set(fake.requests[-1].json)
 
@@ -208,7 +220,7 @@ async def test_jina_clip_mixes_text_and_images(adapter: LiteLLMEmbeddingAdapter,
     out = await adapter.embed(call(target("jina_ai/jina-clip-v2", fake.base_url), inputs, "query"))
     sent = fake.requests[-1].json["input"]
     assert sent == [{"text": "a cat"}, {"image": b64(PNG)}, {"image": b64(JPEG)}]
-    assert out.vectors == [fake_embedding(json.dumps(item), 8) for item in sent]
+    assert floats(out.vectors) == [fake_embedding(json.dumps(item), 8) for item in sent]
 
 
 async def test_cohere_sends_each_image_alone(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
@@ -218,7 +230,7 @@ async def test_cohere_sends_each_image_alone(adapter: LiteLLMEmbeddingAdapter, f
     assert len(fake.requests) == 2
     assert by_kind[False]["texts"] == ["a cat", "a dog"] and by_kind[False]["input_type"] == "search_query"
     assert by_kind[True]["images"] == [data_uri(PNG, "image/png")] and by_kind[True]["input_type"] == "image"
-    assert out.vectors == [
+    assert floats(out.vectors) == [
         fake_embedding("a cat", 8),
         fake_embedding(data_uri(PNG, "image/png"), 8),
         fake_embedding("a dog", 8),
@@ -235,7 +247,7 @@ async def test_voyage_multimodal_gets_full_data_uris(adapter: LiteLLMEmbeddingAd
         {"content": [{"type": "image_base64", "image_base64": data_uri(PNG, "image/png")}]},
     ]
     assert rec.json["input_type"] == "document"
-    assert out.vectors == [fake_embedding("a cat", 8), fake_embedding(data_uri(PNG, "image/png"), 8)]
+    assert floats(out.vectors) == [fake_embedding("a cat", 8), fake_embedding(data_uri(PNG, "image/png"), 8)]
 
 
 AWS = {"aws_access_key_id": "AKIAFAKEFAKE", "aws_secret_access_key": "fake-aws-secret", "aws_region_name": "us-east-1"}
@@ -257,14 +269,14 @@ async def test_bedrock_titan_embeds_text_and_images_one_per_call(
     assert [r.headers.get("authorization", "")[:41] for r in fake.requests] == [
         "AWS4-HMAC-SHA256 Credential=AKIAFAKEFAKE/"
     ] * 2
-    assert out.vectors == [fake_embedding("a cat", 8), fake_embedding(b64(PNG), 8)]
+    assert floats(out.vectors) == [fake_embedding("a cat", 8), fake_embedding(b64(PNG), 8)]
 
 
 async def test_bedrock_cohere_gets_its_input_type(adapter: LiteLLMEmbeddingAdapter, fake: FakeUpstream) -> None:
     t = bedrock("bedrock/cohere.embed-multilingual-v3", fake.root_url)
     out = await adapter.embed(call(t, texts("a cat", "b"), "query"))
     assert fake.requests[-1].json == {"input_type": "search_query", "texts": ["a cat", "b"]}
-    assert out.vectors == [fake_embedding("a cat", 8), fake_embedding("b", 8)]
+    assert floats(out.vectors) == [fake_embedding("a cat", 8), fake_embedding("b", 8)]
 
 
 @pytest.mark.parametrize("model", ["openai/text-embedding-3-small", "voyage/voyage-3", "hosted_vllm/bge-m3"])
@@ -300,7 +312,7 @@ async def test_inputs_it_cannot_send_are_bad_requests(
 async def test_tei_embed(tei: TeiAdapter, fake: FakeUpstream) -> None:
     words = ["hello world", "b", "c d e"]
     out = await tei.embed(call(target("tei/bge-small", fake.root_url), texts(*words), "query"))
-    assert out.vectors == [fake_embedding(w, 8) for w in words]
+    assert floats(out.vectors) == [fake_embedding(w, 8) for w in words]
     assert out.tokens == 6  # from TEI's x-compute-tokens header
     (rec,) = fake.requests
     assert rec.path == "/embed"
@@ -312,7 +324,7 @@ async def test_tei_chunks_by_max_batch_size_and_keeps_order(tei: TeiAdapter, fak
     words = [f"text {i}" for i in range(7)]
     t = target("tei/bge-small", fake.root_url + "/v1/", max_batch_size=3)
     out = await tei.embed(call(t, texts(*words)))
-    assert out.vectors == [fake_embedding(w, 8) for w in words]
+    assert floats(out.vectors) == [fake_embedding(w, 8) for w in words]
     assert out.tokens == 14
     assert sorted(len(r.json["inputs"]) for r in fake.requests) == [1, 3, 3]
 

@@ -168,7 +168,7 @@ async def test_embeddings_are_384_dim_unit_vectors_in_input_order(models: LocalM
     batch = await embed(models, texts)
     singles = [(await embed(models, [text]))[0] for text in texts]
     assert [len(v) for v in batch] == [384, 384, 384]
-    assert all(isinstance(x, float) for x in batch[0])
+    assert isinstance(batch[0], np.ndarray) and batch[0].dtype == np.float32
     for vector, single in zip(batch, singles, strict=True):
         assert math.isclose(float(np.linalg.norm(vector)), 1.0, abs_tol=1e-4)
         assert cosine(vector, single) > 0.9999  # the batch row i is text i
@@ -227,7 +227,7 @@ async def test_empty_and_odd_texts_get_well_defined_vectors(models: LocalModels)
     for vector in vectors:
         assert np.all(np.isfinite(vector))
         assert math.isclose(float(np.linalg.norm(vector)), 1.0, abs_tol=1e-4)
-    assert vectors[0] == vectors[-1]  # deterministic
+    assert np.array_equal(vectors[0], vectors[-1])  # deterministic
     assert await embed(models, []) == []
 
 

@@ -6,6 +6,7 @@ import base64
 import struct
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from gateway.adapters.base import ScoredDoc
@@ -74,8 +75,12 @@ def test_looks_like_image_uri_matches_litellms_test(text: str, sniffed: bool) ->
 def test_decode_vector_reads_little_endian_float32_base64() -> None:
     values = [0.5, -1.0, 0.0078125, 3.25]
     encoded = base64.b64encode(struct.pack("<4f", *values)).decode()
-    assert decode_vector(encoded) == values
+    decoded = decode_vector(encoded)
+    assert isinstance(decoded, np.ndarray) and decoded.dtype == np.float32  # no Python floats made
+    assert decoded.tolist() == values
     assert decode_vector(values) == values
+    with pytest.raises(ValueError):
+        decode_vector(base64.b64encode(b"\x00" * 6).decode())  # not a whole number of floats
     with pytest.raises(ValueError):
         decode_vector({"not": "a vector"})
 

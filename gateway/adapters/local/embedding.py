@@ -91,7 +91,7 @@ class LocalEmbedding:
 
         def work(engine: E5Engine) -> EmbeddingOutput:
             vectors, tokens = engine.encode(texts, is_query)
-            return EmbeddingOutput(vectors=vectors.tolist(), tokens=tokens)
+            return EmbeddingOutput(vectors=list(vectors), tokens=tokens)  # float32 rows
 
         return await self._slot.run(work, timeout_s=call.timeout_s, where=call.context.describe(call.target))
 
