@@ -73,7 +73,7 @@ def app_factory() -> object:
     _exit_with_parent()
 
     config = _load(os.environ.get(CONFIG_ENV))
-    configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
+    configure_logging(config.server.log_level, config.server.log_format, config.server.access_log)  # a fresh process
     return _create(config)
 
 
@@ -154,7 +154,7 @@ def _serve(args: argparse.Namespace) -> int:
     _prepare_multiprocess_metrics(workers)
     import uvicorn
 
-    configure_logging(config.server.log_level, config.server.log_format)
+    configure_logging(config.server.log_level, config.server.log_format, config.server.access_log)
     logging.getLogger("dify_gateway").info(
         "dify-gateway %s serving on %s:%d with %d route(s) from %s, %d worker(s)",
         __version__,

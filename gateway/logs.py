@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str, log_format: str) -> None:
+def configure_logging(level: str, log_format: str, access_log: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -42,8 +42,10 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's own loggers go through the same handler and format.
+    # uvicorn's own loggers go through the same handler and format. Its access line is
+    # written whenever its logger has a handler anywhere up the tree, so it is cut off here
+    # unless wanted (a worker process configures logging after uvicorn did).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
-        logger.propagate = True
+        logger.propagate = access_log or name != "uvicorn.access"

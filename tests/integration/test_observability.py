@@ -189,6 +189,23 @@ def test_json_request_log_lines_without_prompt_text(upstream: FakeUpstream, fake
     assert all("ts" in line and "level" in line for line in lines)
 
 
+@pytest.mark.parametrize(("workers", "access_log"), [(1, False), (2, False), (2, True)])
+def test_access_lines_only_when_asked_for(
+    upstream: FakeUpstream, tmp_path: Path, workers: int, access_log: bool
+) -> None:
+    """uvicorn's access line (~0.2 ms a request) is off by default, in worker processes too."""
+    config = gateway_config(routes(upstream), server={"drain_grace_s": 0, "access_log": access_log})
+    with GatewayProcess(config, tmp_path, workers=workers) as server:
+        for i in range(4):  # fresh connections: with two workers, most likely both serve some
+            assert _post_llm(server.url, f"a{i}") == 200
+        server.stop()
+        log = server.log()
+    access = [line for line in log.splitlines() if '"logger":"uvicorn.access"' in line]
+    requests = [line for line in log.splitlines() if '"msg":"request"' in line]
+    assert len(requests) == 4, log
+    assert (len(access) >= 4) if access_log else access == [], access
+
+
 def test_metrics_add_up_across_workers(upstream: FakeUpstream, fake: FakeUpstream, tmp_path: Path) -> None:
     fake.default(Chat())
     metrics_dir = tmp_path / "metrics"
