@@ -272,8 +272,9 @@ class Gateway:
                 response.headers["x-dify-gateway-attempts"] = str(trace.attempts)
                 if trace.target is not None:
                     response.headers["x-dify-gateway-target"] = trace.target.label
-            if not isinstance(response, StreamingResponse):
-                # Unary replies are complete here: what the gateway itself spent on them.
+            if not isinstance(response, StreamingResponse) or getattr(response, "complete", False):
+                # Unary replies (and gathered short streams) are complete here: what the
+                # gateway itself spent on them.
                 overhead_s = time.perf_counter() - started - trace.upstream_s
                 response.headers["x-dify-gateway-overhead-ms"] = f"{max(0.0, overhead_s) * 1000:.3f}"
             if self.drain.draining:

@@ -242,6 +242,7 @@ class FramedStream(StreamingResponse):
         super().__init__(_no_frames(), media_type=STREAM_MEDIA_TYPE)
         self._first = first
         self._frames = frames
+        self.complete = frames is None  # every byte is known: nothing more comes from upstream
         self._redact = redact
         self._watch = watch
 

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.adapters.litellm_loader import load_litellm_sync
 from tests.fakes.upstream import Chat, Embeddings, FakeUpstream
 from tests.support.client import invoke_body, llm_request, post_stream, post_unary
+from tests.support.daemon import read_stream_reply
 from tests.support.server import TEST_KEY, GatewayProcess, GatewayServer, gateway_config
 
 LLM = "/inner/api/invoke/llm"
@@ -131,6 +132,22 @@ def test_unary_replies_carry_their_overhead_and_request_id(gateway: GatewayServe
     assert reply.headers["x-request-id"] == "req-42"
     overhead_ms = float(reply.headers["x-dify-gateway-overhead-ms"])
     assert 0 < overhead_ms < 50
+
+
+def test_non_streamed_llm_replies_carry_their_overhead(gateway: GatewayServer, fake: FakeUpstream) -> None:
+    fake.script("whole-h", Chat(headers_delay_s=0.2))
+    reply = httpx.post(
+        f"{gateway.url}{LLM}",
+        json=llm_request("whole-h", stream=False),
+        headers={"X-Inner-Api-Key": TEST_KEY},
+        timeout=10,
+    )
+    assert reply.status_code == 200 and reply.headers["transfer-encoding"] == "chunked"
+    outcome = read_stream_reply(reply.status_code, reply.content, "llm")
+    assert outcome.error is None and len(outcome.chunks) == 1
+    assert 0 < float(reply.headers["x-dify-gateway-overhead-ms"]) < 50  # the 200 ms upstream wait is not in it
+    streamed = httpx.post(f"{gateway.url}{LLM}", json=llm_request("whole-h"), headers={"X-Inner-Api-Key": TEST_KEY})
+    assert "x-dify-gateway-overhead-ms" not in streamed.headers  # a stream's reply starts before it ends
 
 
 def test_traceparent_is_passed_upstream(gateway: GatewayServer, fake: FakeUpstream) -> None:
