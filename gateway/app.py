@@ -390,6 +390,8 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 for task in self._warmups:
                     task.cancel()
+                if self.console is not None:
+                    await self.console.aclose()
                 if self.shared_breakers is not None:
                     await self.shared_breakers.aclose()
                 if self.tracing is not None:
@@ -425,6 +427,8 @@ class Gateway:
         else:
             self.ready = True
         self._warmups.append(loop.create_task(self._settle(list(self._warmups))))
+        if self.console is not None:
+            self.console.start()  # with several workers: publishes this one's data until shutdown
 
     async def _settle(self, warmups: list[asyncio.Task[Any]]) -> None:
         """After start-up work, move the objects it made out of the garbage collector's

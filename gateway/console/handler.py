@@ -7,25 +7,35 @@ or ``Authorization: Bearer``. With the console disabled none of these paths exis
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
+import os
+import time
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from gateway.console.aggregate import merge_errors, merge_status, worker_summaries
+from gateway.console.publish import PUBLISH_INTERVAL_S, read_snapshots, remove_snapshot, write_snapshot
 from gateway.console.state import ConsoleState
 from gateway.console.status import build_status
 from gateway.console.tryit import plan_try, run_try
 from gateway.errors import GatewayError, NotFound, Unauthorized
 from gateway.http import JSON_MEDIA_TYPE, error_response, parse_json_object, read_body
+from gateway.metrics import multiprocess_dir
 from gateway.trace import Trace
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+
+log = logging.getLogger("dify_gateway")
 
 CONSOLE_PREFIX = "/console"
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
@@ -80,6 +90,7 @@ class Console:
         self._max_body = config.server.max_body_bytes
         self._assets = load_assets()
         self.state = ConsoleState(gateway.redactor)
+        self._publisher: asyncio.Task[None] | None = None
         self._api = {
             "/api/status": ("GET", self.status),
             "/api/errors": ("GET", self.errors),
@@ -96,6 +107,64 @@ class Console:
 
     def record(self, trace: Trace, outcome: str, status: int, duration_s: float, body: object = None) -> None:
         self.state.record(trace, outcome, status, duration_s, body)
+
+    # --- several worker processes: each publishes its data for the others -------------
+
+    def start(self) -> None:
+        """With several workers, publish this worker's data about once a second (from start-up)."""
+        directory = multiprocess_dir()
+        if directory is not None and self._publisher is None:
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_forever(directory))
+
+    async def aclose(self) -> None:
+        """Stop publishing and remove this worker's snapshot (at shutdown)."""
+        if self._publisher is None:
+            return
+        self._publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._publisher
+        self._publisher = None
+        directory = multiprocess_dir()
+        if directory is not None:
+            remove_snapshot(directory, os.getpid())
+
+    async def _publish_forever(self, directory: str) -> None:
+        failing = False
+        while True:
+            try:
+                self._publish(directory)
+                failing = False
+            except Exception:
+                if not failing:  # once per run of failures, not every second
+                    log.warning("cannot publish this worker's console data to %s", directory, exc_info=True)
+                failing = True
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+
+    def _publish(self, directory: str) -> dict[str, Any]:
+        """Write this worker's snapshot and return it."""
+        snapshot = self._snapshot()
+        write_snapshot(directory, snapshot)
+        return snapshot
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "written_at": time.time(),
+            "status": build_status(self._gateway, self.state),
+            "errors": self.state.recent_errors(),
+        }
+
+    def _instance(self, request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """This worker's fresh snapshot and every running worker's, when several workers run and
+        the whole instance is asked for (``?worker=self`` asks for the answering worker only)."""
+        directory = multiprocess_dir()
+        if directory is None or request.query_params.get("worker") == "self":
+            return None
+        own = self._snapshot()
+        with contextlib.suppress(OSError):  # the publishing loop logs why; the others' still count
+            write_snapshot(directory, own)
+        others = [s for s in read_snapshots(directory, time.time()) if s["pid"] != own["pid"]]
+        return own, [own, *others]
 
     # --- HTTP -------------------------------------------------------------------------
 
@@ -158,10 +227,22 @@ class Console:
     # --- the JSON endpoints -----------------------------------------------------------
 
     async def status(self, request: Request) -> Response:
-        return _json(build_status(self._gateway, self.state))
+        instance = self._instance(request)
+        if instance is None:
+            return _json(build_status(self._gateway, self.state))
+        own, snapshots = instance
+        return _json(merge_status(own["status"], snapshots))
 
     async def errors(self, request: Request) -> Response:
-        return _json({"capacity": self.state.error_capacity, "errors": self.state.recent_errors()})
+        capacity = self.state.error_capacity
+        instance = self._instance(request)
+        if instance is None:
+            return _json({"capacity": capacity, "errors": self.state.recent_errors()})
+        own, snapshots = instance
+        workers = worker_summaries(own["status"], snapshots)
+        return _json(
+            {"capacity": capacity, "errors": merge_errors(snapshots, capacity), "aggregated": True, "workers": workers}
+        )
 
     async def try_it(self, request: Request) -> Response:
         data = parse_json_object(await read_body(request, self._max_body))

@@ -84,7 +84,8 @@ def build_status(gateway: Gateway, state: ConsoleState) -> dict[str, Any]:
         "version": __version__,
         "python": platform.python_version(),
         "config_source": config.source,
-        # With several workers each keeps its own console data: the page names the one it sees.
+        # With several workers each keeps its own console data; the console merges them all
+        # (gateway.console.aggregate) unless asked for the answering worker's own.
         "pid": os.getpid(),
         "multiprocess": multiprocess_dir() is not None,
         "started_at": round(gateway.started_at, 3),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 from gateway.config import default_routes
 from tests.fakes.upstream import Chat, FakeUpstream, HttpError
 from tests.support.client import invoke_body, llm_request, post_stream, post_unary
-from tests.support.server import TEST_KEY, GatewayServer, gateway_config
+from tests.support.server import TEST_KEY, GatewayProcess, GatewayServer, gateway_config
 
 ADMIN = "console-admin-key-0123"
 SECRET = "sk-console-upstream-secret"
@@ -380,3 +381,59 @@ def test_try_requests_are_counted_like_any_other(gateway: GatewayServer) -> None
     assert after == before + 2
     metrics = httpx.get(f"{gateway.url}/metrics", timeout=5).text
     assert 'dify_gateway_requests_total{outcome="ok",route="local-moderation",type="moderation"}' in metrics
+
+
+# --- several worker processes -------------------------------------------------------------
+
+
+def test_several_workers_show_as_one_instance(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    config = gateway_config([], console={"enabled": True}, server={"drain_grace_s": 0})
+    sent = 20
+    with GatewayProcess(config, tmp_path, workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as server:
+
+        def fail(i: int) -> int:
+            # A new connection per request, so the kernel spreads them over the workers.
+            headers = {"X-Inner-Api-Key": TEST_KEY, "X-Request-Id": f"spread-{i}", "Connection": "close"}
+            return httpx.post(f"{server.url}/inner/api/invoke/llm", json=llm_request(), headers=headers).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(fail, range(sent))) == [404] * sent  # no route, no Dify to forward to
+
+        def read(path: str) -> dict[str, Any]:
+            headers = {"X-Admin-Key": TEST_KEY, "Connection": "close"}
+            reply = httpx.get(f"{server.url}/console/api/{path}", headers=headers, timeout=5)
+            assert reply.status_code == 200, reply.text
+            body: dict[str, Any] = reply.json()
+            return body
+
+        deadline = time.monotonic() + 5
+        while True:  # each worker publishes its numbers about once a second
+            status = read("status")
+            llm = status["traffic"].get("llm", {})
+            if len(status["workers"]) == 2 and llm.get("requests_total") == sent:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        assert status["aggregated"] is True and status["multiprocess"] is True
+        pids = {w["pid"] for w in status["workers"]}
+        assert len(pids) == 2 and status["pid"] in pids
+        assert llm["errors_total"] == sent and status["errors_total"] == sent and llm["error_rate"] == 1.0
+        assert status["ready"] is True and status["draining"] is False and status["in_flight"] == 0
+        errors = read("errors")
+        assert errors["aggregated"] is True and len(errors["workers"]) == 2
+        assert sorted(e["request_id"] for e in errors["errors"]) == sorted(f"spread-{i}" for i in range(sent))
+        assert {e["pid"] for e in errors["errors"]} <= pids
+        assert all("no route" in e["message"] for e in errors["errors"])
+        # ?worker=self: only the worker that answered, as with one worker.
+        own: dict[int, int] = {}
+        for _ in range(8):
+            mine = read("status?worker=self")
+            assert "aggregated" not in mine and "workers" not in mine and mine["pid"] in pids
+            own[mine["pid"]] = mine["traffic"].get("llm", {}).get("requests_total", 0)
+            assert "aggregated" not in read("errors?worker=self")
+        assert all(count <= sent for count in own.values())
+        if len(own) == 2:
+            assert sum(own.values()) == sent
+        assert sorted(p.name for p in metrics_dir.glob("console-*.json")) == sorted(f"console-{p}.json" for p in pids)
+    assert not list(metrics_dir.glob("console-*.json"))  # each worker removed its own at shutdown

@@ -130,8 +130,11 @@
 
   function renderStatus(s, errors) {
     $("version").textContent = `v${s.version}`;
-    $("uptime").textContent = `up ${duration(s.uptime_s)}` + (s.multiprocess ? ` · worker ${s.pid}` : "");
-    $("uptime").title = s.multiprocess ? "Each worker process keeps its own console data; this is the one that answered." : "";
+    const pids = (s.workers || []).map((w) => w.pid);
+    $("uptime").textContent = `up ${duration(s.uptime_s)}` +
+      (pids.length > 1 ? ` · ${pids.length} workers` : s.multiprocess ? ` · worker ${s.pid}` : "");
+    $("uptime").title = s.aggregated ? `The whole instance: summed over worker processes ${pids.join(", ")}.`
+      : s.multiprocess ? "Only the worker process that answered." : "";
     const health = s.draining ? "draining" : s.ready ? "ready" : "starting";
     $("health").replaceWith(Object.assign(badge(health), { id: "health" }));
     renderSummary(s);
