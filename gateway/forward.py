@@ -6,9 +6,15 @@ question classification, encryption, file uploads, app info, unknown paths, and 
 calls without a route when passthrough is on) goes through :class:`DifyForwarder` to Dify
 as if the daemon had called Dify itself:
 
-- **URL**: ``{api_url}`` + the request path from ``/inner/api/`` on, exactly as it arrived
-  (percent-encoding kept), + the query string. A prefix in the gateway URL
+- **URL**: ``{api_url}`` + the request path from ``/inner/api/`` on, as it arrived
+  (percent-encoding kept) less its dot segments (``.``, ``..``, also percent-encoded) and
+  empty segments (``//``), + the query string. A prefix in the gateway URL
   (``/dify/inner/api/...``) is dropped; a prefix in ``api_url`` is kept.
+- **Traversal**: a path that leaves ``/inner/api/`` is refused with HTTP 400 and never
+  reaches Dify (it would go there with the inner key). It is read the most permissive way a
+  server behind the gateway might read it: percent-decoded until nothing changes (double
+  encoding), ``%2F`` and backslashes taken as slashes, ``..;x`` as ``..``, full-width dots
+  folded (NFKC). Invalid UTF-8 and control characters in the decoded path are refused too.
 - **Method and body**: the same method; the body is the ``body`` the caller already read,
   else the request body streamed through as it arrives (its ``Content-Length`` kept, or
   chunked if it came chunked). Limiting the body size is the caller's job.
@@ -55,6 +61,7 @@ model providers (the daemon itself calls Dify without a proxy).
 from __future__ import annotations
 
 import logging
+import unicodedata
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Final
@@ -95,6 +102,9 @@ _RESPONSE_DROPPED: Final = _HOP_BY_HOP | {"content-length", "date", "server"}
 # Headers aiohttp would otherwise add to every request.
 _NO_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _MAX_REASON: Final = 200
+# Percent-decoding rounds before a path still changing is taken for an attack (%25252e...).
+_DECODE_ROUNDS: Final = 3
+_DOT_SEGMENTS: Final = frozenset({".", ".."})
 
 
 class DifyForwarder:
@@ -125,6 +135,11 @@ class DifyForwarder:
         if target is None:
             path = request.scope["path"]
             return _envelope_error(f"cannot forward {path} to Dify: not an inner-API path", 404)
+        normalised = _normalised(target)
+        if normalised is None:
+            shown = target if len(target) <= _MAX_REASON else target[:_MAX_REASON] + "..."
+            return _envelope_error(f"cannot forward {shown} to Dify: the path leaves {INNER_PREFIX}", 400)
+        target = normalised
         query: bytes = request.scope.get("query_string", b"")
         url = URL(self._base + target + ("?" + query.decode("latin-1") if query else ""), encoded=True)
         shown_path = target.partition("?")[0]
@@ -290,6 +305,57 @@ def _inner_target(scope: Scope) -> str | None:
     path: str = scope["path"]
     at = path.find(INNER_PREFIX)
     return urllib.parse.quote(path[at:], safe="/%:@!$&'()*+,;=~") if at >= 0 else None
+
+
+def _normalised(target: str) -> str | None:
+    """``target`` (``/inner/api/...``, raw) without dot or empty segments, still percent-encoded;
+    None when any reading of it leaves ``/inner/api/``."""
+    rest = target[len(INNER_PREFIX) :]
+    if _escapes(rest):
+        return None
+    kept: list[str] = []
+    raw_segments = rest.split("/")
+    for raw in raw_segments:
+        segment = urllib.parse.unquote(raw)
+        if segment == ".." and kept:
+            kept.pop()
+        elif raw and segment not in _DOT_SEGMENTS:
+            kept.append(raw)
+    # A trailing slash (or a final dot segment, RFC 3986 5.2.4) keeps the path a "directory".
+    trailing = bool(kept) and urllib.parse.unquote(raw_segments[-1]) in {"", *_DOT_SEGMENTS}
+    normalised = "/".join(kept) + ("/" if trailing else "")
+    # Checked again: a ".." that removed "a%2Fb" here removes only "b" for a server that
+    # decodes %2F, so what is left could climb for it ("a%2Fb/../..%2F.." -> "..%2F..").
+    return None if _escapes(normalised) else INNER_PREFIX + normalised
+
+
+def _escapes(rest: str) -> bool:
+    """Whether ``rest`` (the raw path after ``/inner/api/``) climbs above it, or is too odd
+    to tell, read as permissively as any server or proxy behind the gateway might read it."""
+    text = rest
+    for _ in range(_DECODE_ROUNDS):
+        try:
+            decoded = urllib.parse.unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            return True  # e.g. the overlong %c0%ae, a dot to some old decoders
+        if decoded == text:
+            break
+        text = decoded
+    else:
+        return True  # still decoding after several rounds: nobody sends that honestly
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return True
+    depth = 0
+    for segment in text.replace("\\", "/").split("/"):
+        # Path parameters ("..;x" is ".." to some servers) and full-width dots (NFKC).
+        segment = unicodedata.normalize("NFKC", segment.partition(";")[0])
+        if segment == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif segment not in ("", "."):
+            depth += 1
+    return False
 
 
 def _client_left(path: str) -> Response:
