@@ -2,17 +2,26 @@
 
 Validation only: no conversion to provider formats happens here. Inbound models ignore
 unknown keys, because the daemon adds ``type`` and future daemons may add more.
+
+Numbers and booleans are strict: the daemon (Go) always sends JSON numbers and booleans of
+the right kind, and pydantic's lax mode would read ``true`` as ``1`` and ``"1"`` as ``True``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 
 class _Inbound(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# Rerank limits: 0 and null both mean "unset" (the daemon sends 0 when the plugin left them
+# out; Dify's own models default them to None), a negative count or a boolean is refused.
+TopN = Annotated[int, Field(strict=True, ge=0)] | None
+ScoreThreshold = Annotated[float, Field(strict=True, allow_inf_nan=False)] | None
 
 
 class InvokeRequest(_Inbound):
@@ -83,7 +92,7 @@ class LLMInvokeRequest(ModelInvokeRequest):
     tools: list[ToolDefinition] = Field(default_factory=list)
     tool_choice: ToolChoice | None = None
     stop: list[str] = Field(default_factory=list)
-    stream: bool = False
+    stream: StrictBool = False
 
     # The daemon sends null for absent optional collections.
     @field_validator("completion_params", "prompt_messages", "tools", "stop", mode="before")
@@ -119,15 +128,15 @@ class MultimodalEmbeddingInvokeRequest(ModelInvokeRequest):
 class RerankInvokeRequest(ModelInvokeRequest):
     query: str = Field(min_length=1)
     docs: list[str]
-    score_threshold: float | None = 0.0
-    top_n: int | None = 0
+    score_threshold: ScoreThreshold = 0.0
+    top_n: TopN = 0
 
 
 class MultimodalRerankInvokeRequest(ModelInvokeRequest):
     query: MultimodalDocument
     docs: list[MultimodalDocument]
-    score_threshold: float | None = 0.0
-    top_n: int | None = 0
+    score_threshold: ScoreThreshold = 0.0
+    top_n: TopN = 0
 
 
 class TTSInvokeRequest(ModelInvokeRequest):
