@@ -258,6 +258,7 @@ class FramedStream(StreamingResponse):
         except asyncio.CancelledError:
             if watch is None or not watch.hung_up():
                 raise
+            _stream_abandoned()
             if self._frames is not None:
                 await _close(self._frames)
             return  # nobody is listening: no final chunk
@@ -306,3 +307,10 @@ def _stream_failed() -> None:
     trace = current_trace.get()
     if trace is not None:
         trace.stream_error = True
+
+
+def _stream_abandoned() -> None:
+    # The caller hung up mid-stream: the 200 already sent does not make it an answered request.
+    trace = current_trace.get()
+    if trace is not None:
+        trace.outcome = "cancelled"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, UpstreamContext
 from gateway.adapters.registry import Backends
@@ -81,12 +81,14 @@ class LLMService:
         usage: TokenUsage | None = None
         finish_reason: str | None = None
         timeouts = resolution.route.timeouts
+        limit_s = plan.remaining(target)
         clock = _EventClock(
-            attempt_deadline=time.monotonic() + plan.remaining(target),
+            attempt_deadline=time.monotonic() + limit_s,
             total_deadline=plan.deadline,
             first_s=timeouts.ttft_s if request.stream else None,
             idle_s=timeouts.idle_s if request.stream else None,
             where=where,
+            deadline_error=lambda: plan.timed_out(target, limit_s),
         )
 
         events = self._backends.chat(target).chat(call)
@@ -146,11 +148,13 @@ class _EventClock:
         first_s: float | None,
         idle_s: float | None,
         where: str,
+        deadline_error: Callable[[], UpstreamTimeout],
     ) -> None:
         self._deadline = min(attempt_deadline, total_deadline)
         self._first_s = first_s
         self._idle_s = idle_s
         self._where = where
+        self._deadline_error = deadline_error  # names the limit that ended the attempt
         self._last = time.monotonic()
         self._seen = False
 
@@ -182,4 +186,4 @@ class _EventClock:
             return UpstreamTimeout(f"upstream sent nothing within {gap_s:g} s (time to first token; {self._where})")
         if kind == "idle":
             return UpstreamTimeout(f"upstream stream stalled for {gap_s:g} s (idle deadline; {self._where})")
-        return UpstreamTimeout(f"upstream did not finish within the total deadline ({self._where})")
+        return self._deadline_error()

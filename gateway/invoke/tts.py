@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from gateway.adapters.base import SpeechCall, SpeechOutput, UpstreamContext
 from gateway.adapters.registry import Backends
 from gateway.errors import BadRequest, UpstreamUnavailable
-from gateway.invoke.common import resolve, upstream_context, within
+from gateway.invoke.common import resolve, upstream_context
 from gateway.invoke.text_split import speech_pieces
 from gateway.protocol.envelope import data_frame
 from gateway.protocol.requests import TTSInvokeRequest
@@ -62,7 +62,8 @@ class TTSService:
         self, target: Target, context: UpstreamContext, pieces: list[str], voice: str, plan: AttemptPlan
     ) -> AsyncGenerator[bytes, None]:
         where = context.describe(target)
-        deadline = time.monotonic() + plan.remaining(target)
+        limit_s = plan.remaining(target)
+        deadline = time.monotonic() + limit_s
         adapter = self._backends.speech(target)
         waiting = deque(SpeechCall(target, context, piece, voice, plan.ceiling(target)) for piece in pieces)
         running: deque[asyncio.Task[SpeechOutput]] = deque()
@@ -71,7 +72,12 @@ class TTSService:
             while waiting or running:
                 while waiting and len(running) < LOOKAHEAD:
                     running.append(asyncio.ensure_future(adapter.speak(waiting.popleft())))
-                output = await within(running.popleft(), deadline - time.monotonic(), where)
+                try:
+                    async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                        output = await running.popleft()
+                except TimeoutError:
+                    # The attempt's limit, not what was left of it for this piece ("0 s").
+                    raise plan.timed_out(target, limit_s) from None
                 for frame in audio_frames(output):
                     sent = True
                     yield frame

@@ -200,6 +200,17 @@ class AttemptPlan:
         own = target.config.timeout_s
         return min(remaining, own) if own else remaining
 
+    def timed_out(self, target: Target, seconds: float) -> UpstreamTimeout:
+        """The error for an attempt cut off after ``seconds`` (``remaining(target)`` at its
+        start), naming the limit that cut it: the target's ``timeout_s`` or the route's total."""
+        own = target.config.timeout_s
+        if own and seconds >= own:
+            return UpstreamTimeout(f"upstream did not answer within {own:g} s (timeout_s; {self._where(target)})")
+        total = self._resolution.route.timeouts.total_s
+        return UpstreamTimeout(
+            f"the route's total deadline (timeouts.total_s) of {total:g} s was reached ({self._where(target)})"
+        )
+
     def ceiling(self, target: Target) -> float:
         """The attempt timeout handed to backend clients: a constant per target, because
         client libraries key their connection pools by it (litellm keeps one OpenAI client
@@ -259,7 +270,7 @@ async def run_attempts(plan: AttemptPlan, op: Callable[[Target, float], Awaitabl
             async with asyncio.timeout(seconds):
                 result = await op(target, plan.ceiling(target))
         except TimeoutError:
-            plan.failed(target, UpstreamTimeout(f"upstream did not answer within {seconds:g} s ({plan.where(target)})"))
+            plan.failed(target, plan.timed_out(target, seconds))
             continue
         except GatewayError as exc:
             plan.failed(target, exc)
