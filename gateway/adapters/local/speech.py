@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.adapters.base import SpeechCall, SpeechOutput
 from gateway.adapters.local.catalog import TTS_MODEL
+from gateway.adapters.local.guards import speech_text
 from gateway.adapters.local.slot import ModelSlot
 from gateway.errors import BadRequest, UpstreamUnavailable
 
@@ -96,8 +97,12 @@ class Espeak:
         same bytes twice.
         """
         identifier = self.resolve_voice(voice)
-        # A NUL would end the C string early; lone surrogates cannot be encoded as UTF-8.
-        data = text.replace("\x00", " ").encode("utf-8", "replace") + b"\x00"
+        # No NUL (it would end the C string early), no lone surrogate (not encodable as UTF-8),
+        # NFKC, and the length limit applied to the normalised text (see guards.py).
+        try:
+            data = speech_text(text, MAX_TEXT_CHARS).encode("utf-8") + b"\x00"
+        except BadRequest as exc:
+            raise BadRequest(f"{TTS_MODEL}: {exc.message}") from None
         with _LOCK:
             if self._lib.espeak_SetVoiceByName(identifier) != _EE_OK:
                 raise RuntimeError(f"espeak-ng could not select voice {identifier.decode()!r}")

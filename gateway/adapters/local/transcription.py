@@ -31,8 +31,21 @@ class WhisperEngine:
         )
 
     def transcribe(self, audio: npt.NDArray[np.float32]) -> str:
+        import numpy as np
+
+        from gateway.adapters.local.audio_decode import MAX_SECONDS, SAMPLE_RATE
+
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        if len(audio) > MAX_SECONDS * SAMPLE_RATE:
+            raise BadRequest(f"{STT_MODEL}: the audio is longer than {MAX_SECONDS // 60} minutes")
         if len(audio) == 0:
             return ""
+        # NaN or infinite samples would run through the log-mel spectrogram into CTranslate2,
+        # and PCM lies in [-1, 1]: silence the first, clip the rest.
+        if not np.isfinite(audio).all():
+            audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+        if np.abs(audio).max() > 1.0:
+            audio = np.clip(audio, -1.0, 1.0)
         # Greedy decoding (beam_size=1): ~15 % faster than the default beam of 5 here, with the
         # same words on test speech. The segments are a lazy generator: decoding happens here.
         segments, _info = self._model.transcribe(audio, language="en", beam_size=1)
