@@ -155,16 +155,16 @@ class Gateway:
         self.llm = LLMService(self.routes, self.backends, self.model_map, self.resilience)
         self.embedding_cache = build_embedding_cache(config.cache)
         self.embedding = EmbeddingService(
-            self.routes, self.backends, self.model_map, self.resilience, self.embedding_cache
+            self.routes, self.backends, self.model_map, self.resilience, self.embedding_cache, config.limits
         )
         self.metrics = build_registry(self.embedding_cache, self)
         self.request_metrics = RequestMetrics(None if multiprocess_dir() else self.metrics)
         self.tracing = Tracing(config.tracing) if config.tracing.enabled else None
         self._request_log = config.server.request_log
-        self.rerank = RerankService(self.routes, self.backends, self.resilience)
-        self.tts = TTSService(self.routes, self.backends, self.resilience)
-        self.speech2text = Speech2TextService(self.routes, self.backends, self.resilience)
-        self.moderation = ModerationService(self.routes, self.backends, self.resilience)
+        self.rerank = RerankService(self.routes, self.backends, self.resilience, config.limits)
+        self.tts = TTSService(self.routes, self.backends, self.resilience, config.limits)
+        self.speech2text = Speech2TextService(self.routes, self.backends, self.resilience, config.limits)
+        self.moderation = ModerationService(self.routes, self.backends, self.resilience, config.limits)
         self.summary = (
             SummaryService(
                 config.summary_model, config.summary_concurrency, self.backends, self.model_map, self.resilience

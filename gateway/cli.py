@@ -208,6 +208,12 @@ def _check_config(args: argparse.Namespace) -> int:
         "embedding_cache": _cache(config),
         "serverless": _serverless(config),
         "console": _console(config),
+        "limits": config.limits.model_dump(),
+        "route_limits": {  # the keys a route overrides
+            route.name or f"routes[{i}]": route.limits.model_dump(exclude_unset=True)
+            for i, route in enumerate(config.routes)
+            if route.limits is not None
+        },
         "resilience": {
             "retry": config.resilience.retry.model_dump(),
             "breaker": config.resilience.breaker.model_dump(),

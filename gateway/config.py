@@ -204,6 +204,27 @@ class ConsoleConfig(_Strict):
         return key
 
 
+class RequestLimits(_Strict):
+    """The most work one request may ask for, per model type; more is refused (413) before
+    any backend is called. ``server.max_body_bytes`` bounds the bytes; these bound the work
+    (an embedded model's CPU time, a remote backend's bill). The defaults sit above what Dify
+    itself sends and at or above the per-request limits of the common providers (the README
+    gives the reasons); a route's own ``limits`` overrides single keys for that route."""
+
+    # text-embedding / multimodal-embedding: inputs per request, characters per text input.
+    embedding_inputs: int = Field(default=2048, ge=1)
+    embedding_input_chars: int = Field(default=200_000, ge=1)
+    # rerank / multimodal-rerank: documents per request; characters of the query and of each text document.
+    rerank_docs: int = Field(default=1000, ge=1)
+    rerank_doc_chars: int = Field(default=200_000, ge=1)
+    # tts: characters of content_text (the whole text; it is spoken piece by piece).
+    tts_chars: int = Field(default=100_000, ge=1)
+    # moderation: characters of text.
+    moderation_chars: int = Field(default=1_000_000, ge=1)
+    # speech2text: bytes of audio (the hex in the body is twice this).
+    speech2text_bytes: int = Field(default=30 * 1024 * 1024, ge=1)
+
+
 class ResilienceConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -282,6 +303,8 @@ class RouteConfig(_Strict):
     # fallback).
     max_attempts: int | None = Field(default=None, ge=1, le=50)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    # Keys set here replace the top-level limits for this route's requests.
+    limits: RequestLimits | None = None
 
     @property
     def attempt_budget(self) -> int:
@@ -316,6 +339,7 @@ class GatewayConfig(_Strict):
     summary_model: TargetConfig | None = None
     serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
     # How many pieces of a long text are summarised at once.
     summary_concurrency: int = Field(default=4, ge=1, le=64)
     # Where this configuration came from, for messages ("<embedded defaults>" without a file).

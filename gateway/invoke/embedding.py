@@ -17,8 +17,10 @@ from gateway.adapters.base import (
 )
 from gateway.adapters.registry import Backends
 from gateway.cache.embedding_cache import EmbeddingCache
+from gateway.config import RequestLimits
 from gateway.errors import UpstreamUnavailable
 from gateway.invoke.common import call_upstream, gather_all, resolve, target_prices, upstream_context
+from gateway.invoke.limits import Limits
 from gateway.invoke.llm_reply import estimate_tokens
 from gateway.pricing import ModelMap, price
 from gateway.protocol.requests import MultimodalEmbeddingInvokeRequest, TextEmbeddingInvokeRequest
@@ -81,8 +83,10 @@ class EmbeddingService:
         model_map: ModelMap,
         resilience: Resilience,
         cache: EmbeddingCache | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         self._routes = routes
+        self._limits = Limits(limits or RequestLimits())
         self._backends = backends
         self._model_map = model_map
         self._resilience = resilience
@@ -93,11 +97,15 @@ class EmbeddingService:
     ) -> EmbeddingResultDict:
         started = time.monotonic()
         if isinstance(request, TextEmbeddingInvokeRequest):
-            model_type, inputs = "text-embedding", [MediaInput.text(t) for t in request.texts]
+            model_type, inputs, field = "text-embedding", [MediaInput.text(t) for t in request.texts], "texts"
         else:
-            model_type = "multimodal-embedding"
+            model_type, field = "multimodal-embedding", "documents"
             inputs = [MediaInput(d.content_type, d.content) for d in request.documents]
         resolution = resolve(self._routes, model_type, request.provider, request.model, request.tenant_id)
+        self._limits.check(resolution, "embedding_inputs", len(inputs), field)
+        # Text only: images and other media are bounded by server.max_body_bytes.
+        lengths = (len(i.content) if i.kind == "text" else 0 for i in inputs)
+        self._limits.check_each(resolution, "embedding_input_chars", lengths, field)
         context = upstream_context(resolution, request.provider, request.model)
 
         # One attempt embeds every input with one target: vectors of different models

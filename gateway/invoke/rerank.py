@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from gateway.adapters.base import MediaInput, RerankCall, RerankOutput, ScoredDoc
 from gateway.adapters.registry import Backends
+from gateway.config import RequestLimits
 from gateway.errors import UpstreamUnavailable
 from gateway.invoke.common import call_upstream, resolve, upstream_context
+from gateway.invoke.limits import Limits
 from gateway.protocol.requests import MultimodalRerankInvokeRequest, RerankInvokeRequest
 from gateway.protocol.results import RerankDocDict, RerankResultDict
 from gateway.resilience.plan import Resilience
@@ -35,8 +37,11 @@ def rank(
 
 
 class RerankService:
-    def __init__(self, routes: RouteTable, backends: Backends, resilience: Resilience) -> None:
+    def __init__(
+        self, routes: RouteTable, backends: Backends, resilience: Resilience, limits: RequestLimits | None = None
+    ) -> None:
         self._routes = routes
+        self._limits = Limits(limits or RequestLimits())
         self._backends = backends
         self._resilience = resilience
 
@@ -48,6 +53,11 @@ class RerankService:
             model_type, query = "multimodal-rerank", MediaInput(request.query.content_type, request.query.content)
             docs = [MediaInput(d.content_type, d.content) for d in request.docs]
         resolution = resolve(self._routes, model_type, request.provider, request.model, request.tenant_id)
+        self._limits.check(resolution, "rerank_docs", len(docs), "docs")
+        if query.kind == "text":
+            self._limits.check(resolution, "rerank_doc_chars", len(query.content), "query")
+        lengths = (len(d.content) if d.kind == "text" else 0 for d in docs)
+        self._limits.check_each(resolution, "rerank_doc_chars", lengths, "docs")
         if not docs:
             return {"model": request.model, "docs": []}
         context = upstream_context(resolution, request.provider, request.model)

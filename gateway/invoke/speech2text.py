@@ -5,8 +5,10 @@ from __future__ import annotations
 from gateway.adapters.base import TranscriptionCall
 from gateway.adapters.registry import Backends
 from gateway.audio import MP3, sniff_audio
+from gateway.config import RequestLimits
 from gateway.errors import BadRequest
 from gateway.invoke.common import call_upstream, resolve, upstream_context
+from gateway.invoke.limits import Limits
 from gateway.protocol.requests import Speech2TextInvokeRequest
 from gateway.protocol.results import TextResultDict
 from gateway.resilience.plan import Resilience
@@ -25,13 +27,18 @@ def decode_hex_audio(text: str) -> bytes:
 
 
 class Speech2TextService:
-    def __init__(self, routes: RouteTable, backends: Backends, resilience: Resilience) -> None:
+    def __init__(
+        self, routes: RouteTable, backends: Backends, resilience: Resilience, limits: RequestLimits | None = None
+    ) -> None:
         self._routes = routes
+        self._limits = Limits(limits or RequestLimits())
         self._backends = backends
         self._resilience = resilience
 
     async def transcribe(self, request: Speech2TextInvokeRequest) -> TextResultDict:
         resolution = resolve(self._routes, "speech2text", request.provider, request.model, request.tenant_id)
+        # From the hex length: an oversized upload is refused without being decoded.
+        self._limits.check(resolution, "speech2text_bytes", len(request.file) // 2, "file")
         audio = decode_hex_audio(request.file)
         context = upstream_context(resolution, request.provider, request.model)
         # Unrecognised containers go out named .mp3, as Dify names every upload.
