@@ -29,6 +29,7 @@ from gateway.cache.redis_store import RedisStore
 from gateway.cache.setup import build_embedding_cache
 from gateway.config import GatewayConfig
 from gateway.console import CONSOLE_PREFIX, Console
+from gateway.console.guard import KeyGuard
 from gateway.errors import GatewayError, NoRoute, NotFound, UpstreamError
 from gateway.forward import DifyForwarder
 from gateway.http import (
@@ -212,6 +213,7 @@ class Gateway:
             "/metrics": self.metrics_page,
             "/status/targets": self.status_targets,
         }
+        self.key_guard: KeyGuard = KeyGuard()  # wrong keys on the console and /status/targets, per address
         self.console = Console(self) if config.console.enabled else None
 
     # --- ASGI -------------------------------------------------------------------------
@@ -544,9 +546,14 @@ class Gateway:
     async def status_targets(self, request: Request) -> Response:
         """Each backend's health (breaker, in flight, recent errors); read-only, no secrets,
         behind the inner API key (it names the backends)."""
+        refused = self.key_guard.refusal(request, "/status/targets")
+        if refused is not None:
+            return refused  # before the key is compared: see gateway.console.guard
         try:
             check_inner_api_key(request, self._key)
         except GatewayError as exc:
+            if request.headers.get("x-inner-api-key"):
+                self.key_guard.wrong_key(request, "/status/targets")
             return error_response(exc)
         body = {
             "in_flight": self.in_flight,

@@ -2,7 +2,8 @@
 
 The page (HTML, CSS, JS: no data in them) is served to anyone who can reach the port; every
 piece of data comes from ``/console/api/*``, which needs the admin key as ``X-Admin-Key``
-or ``Authorization: Bearer``. With the console disabled none of these paths exist (404).
+or ``Authorization: Bearer``. Wrong keys are throttled per client address
+(``gateway.console.guard``). With the console disabled none of these paths exist (404).
 """
 
 from __future__ import annotations
@@ -55,8 +56,13 @@ _COMMON_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
-# Data changes from second to second and is behind a key: never stored by caches.
-_API_HEADERS = {**_COMMON_HEADERS, "cache-control": "no-store"}
+# Data changes from second to second and is behind a key: never stored by caches. JSON is
+# never a document to render: it may load nothing and be framed by nobody.
+_API_HEADERS = {
+    **_COMMON_HEADERS,
+    "cache-control": "no-store",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,8 @@ class Console:
         self._inner_key = inner.get_secret_value().encode()
         self._max_body = config.server.max_body_bytes
         self._assets = load_assets()
+        # Shared with /status/targets: one budget of wrong keys per address.
+        self._guard = gateway.key_guard
         self.state = ConsoleState(gateway.redactor)
         self._publisher: asyncio.Task[None] | None = None
         self._api = {
@@ -172,7 +180,7 @@ class Console:
         path: str = request.scope["path"]
         rest = path[len(CONSOLE_PREFIX) :]
         if rest == "":
-            return RedirectResponse(CONSOLE_PREFIX + "/", status_code=308)
+            return RedirectResponse(CONSOLE_PREFIX + "/", status_code=308, headers=_COMMON_HEADERS)
         if rest in ("/", "/index.html"):
             return self._asset(request, "index.html")
         if rest.startswith("/static/"):
@@ -181,7 +189,14 @@ class Console:
         if api is None or not rest.startswith("/api/"):
             return _api_error(NotFound(f"no such path: {path}"))
         method, handler = api
-        if not self._authorized(request):
+        refused = self._guard.refusal(request, "console", _API_HEADERS)
+        if refused is not None:
+            return refused  # before the key is compared: see gateway.console.guard
+        supplied = _supplied_key(request)
+        # Constant-time compare, so response timing does not reveal how much of a guess matched.
+        if supplied is None or not hmac.compare_digest(supplied.encode(), self._admin_key):
+            if supplied is not None:
+                self._guard.wrong_key(request, "console")
             response = _api_error(
                 Unauthorized("unauthorized: missing or wrong admin key (send X-Admin-Key or Authorization: Bearer)")
             )
@@ -196,14 +211,6 @@ class Console:
         except GatewayError as exc:
             exc.message = self._gateway.redactor(exc.message)
             return _api_error(exc)
-
-    def _authorized(self, request: Request) -> bool:
-        supplied = request.headers.get("x-admin-key")
-        if supplied is None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            supplied = token.strip() if scheme.lower() == "bearer" else None
-        # Constant-time compare, so response timing does not reveal how much of a guess matched.
-        return supplied is not None and hmac.compare_digest(supplied.encode(), self._admin_key)
 
     def _asset(self, request: Request, name: str) -> Response:
         asset = self._assets.get(name)
@@ -253,6 +260,16 @@ class Console:
             # Proxies such as nginx must pass each line on as it comes, not buffer the reply.
             headers={**_API_HEADERS, "x-accel-buffering": "no"},
         )
+
+
+def _supplied_key(request: Request) -> str | None:
+    """The key sent as ``X-Admin-Key`` or ``Authorization: Bearer``; None when there is none
+    (an empty one is none: it is not a guess)."""
+    supplied = request.headers.get("x-admin-key")
+    if supplied is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        supplied = token.strip() if scheme.lower() == "bearer" else None
+    return supplied or None
 
 
 def _json(body: object) -> Response:

@@ -91,6 +91,11 @@
       signOut("The key was refused. Check it and try again.");
       throw new Refused();
     }
+    if (response.status === 429) {  // too many wrong keys from this address
+      const wait = response.headers.get("Retry-After") || "a few";
+      signOut(`Too many wrong keys from this address. Try again in ${wait} s.`);
+      throw new Refused();
+    }
     return response;
   }
 
