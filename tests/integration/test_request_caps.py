@@ -259,6 +259,13 @@ def test_tts_at_a_route_cap_is_spoken_and_one_over_is_refused(gateway: GatewayPr
     assert orjson.loads(reply.body)["error"] == expected
 
 
+@pytest.mark.parametrize("blank", [" \n ", " " * 5000], ids=["short", "split-on-a-thread"])
+def test_tts_of_a_blank_text_is_a_400_before_the_stream(gateway: GatewayProcess, blank: str) -> None:
+    reply = post_stream(gateway.url, "/inner/api/invoke/tts", invoke_body("tts", "tts-1", content_text=blank))
+    assert reply.status == 400
+    assert orjson.loads(reply.body) == {"data": None, "error": "invalid payload: content_text has nothing to speak"}
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
