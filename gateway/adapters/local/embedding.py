@@ -18,11 +18,12 @@ from gateway.adapters.local.catalog import EMBEDDING_MODEL
 from gateway.adapters.local.guards import clean_text
 from gateway.adapters.local.slot import ModelSlot
 from gateway.errors import BadRequest
-from gateway.routing import Target
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+    from gateway.routing import Target
 
 # The model's window, special tokens and the "query: "/"passage: " prefix included.
 MAX_TOKENS = 512
@@ -89,13 +90,11 @@ class LocalEmbedding:
         texts = _texts(call.inputs, "input", call.target, call.context)
         if not texts:
             return EmbeddingOutput(vectors=[], tokens=0)
-        is_query = _is_query(call.input_type)
-
-        def work(engine: E5Engine) -> EmbeddingOutput:
-            vectors, tokens = engine.encode(texts, is_query)
-            return EmbeddingOutput(vectors=list(vectors), tokens=tokens)  # float32 rows
-
-        return await self._slot.run(work, timeout_s=call.timeout_s, where=call.context.describe(call.target))
+        where = call.context.describe(call.target)
+        vectors, tokens = await self._slot.run(
+            _encode, texts, _is_query(call.input_type), timeout_s=call.timeout_s, where=where
+        )
+        return EmbeddingOutput(vectors=list(vectors), tokens=tokens)  # float32 rows
 
     async def rerank(self, call: RerankCall) -> RerankOutput:
         """Bi-encoder scoring: the cosine of the query's and each document's e5 vectors.
@@ -108,18 +107,28 @@ class LocalEmbedding:
             return RerankOutput(scores=[], tokens=0)
         (query,) = _texts([call.query], "the query", call.target, call.context)
         docs = _texts(call.docs, "document", call.target, call.context)
+        where = call.context.describe(call.target)
+        cosines, tokens = await self._slot.run(_cosines, query, docs, timeout_s=call.timeout_s, where=where)
+        scores = [ScoredDoc(index=i, score=score) for i, score in enumerate(cosines)]
+        return RerankOutput(scores=scores, tokens=tokens)
 
-        def work(engine: E5Engine) -> RerankOutput:
-            import numpy as np
 
-            query_vector, query_tokens = engine.encode([query], is_query=True)
-            doc_vectors, doc_tokens = engine.encode(docs, is_query=False)
-            # The vectors are L2-normalised, so the dot product is the cosine.
-            cosines = np.clip(doc_vectors @ query_vector[0], 0.0, 1.0)
-            scores = [ScoredDoc(index=i, score=float(score)) for i, score in enumerate(cosines)]
-            return RerankOutput(scores=scores, tokens=query_tokens + doc_tokens)
+# --- run in the model's process (module-level: the calls are pickled by name) ---------------
 
-        return await self._slot.run(work, timeout_s=call.timeout_s, where=call.context.describe(call.target))
+
+def _encode(engine: E5Engine, texts: list[str], is_query: bool) -> tuple[npt.NDArray[np.float32], int]:
+    return engine.encode(texts, is_query)
+
+
+def _cosines(engine: E5Engine, query: str, docs: list[str]) -> tuple[list[float], int]:
+    """Each document's cosine with the query, clipped to [0, 1], and the tokens read."""
+    import numpy as np
+
+    query_vector, query_tokens = engine.encode([query], is_query=True)
+    doc_vectors, doc_tokens = engine.encode(docs, is_query=False)
+    # The vectors are L2-normalised, so the dot product is the cosine.
+    cosines = np.clip(doc_vectors @ query_vector[0], 0.0, 1.0)
+    return [float(score) for score in cosines], query_tokens + doc_tokens
 
 
 def _is_query(input_type: InputType) -> bool:

@@ -323,7 +323,13 @@ class LocalModeration:
         self._slot = slot
 
     async def moderate(self, call: ModerationCall) -> ModerationOutput:
-        text = call.text
         return await self._slot.run(
-            lambda rules: rules.classify(text), timeout_s=call.timeout_s, where=call.context.describe(call.target)
+            _classify, call.text, timeout_s=call.timeout_s, where=call.context.describe(call.target)
         )
+
+
+def _classify(rules: Rules, text: str) -> ModerationOutput:
+    """Run in the rules' process (module-level: calls are pickled by name). A process of its
+    own, although pure Python: a regular expression holds the GIL for its whole search, so
+    a thread here would stall the event loop on long texts."""
+    return rules.classify(text)

@@ -1,7 +1,8 @@
-"""The process's embedded models: each loaded once, lazily, and run on its own worker thread.
+"""The process's embedded models: each loaded once, lazily, in a supervised process of its own.
 
-Per-model workers keep the models from delaying one another (a transcription taking seconds
-never holds up an embedding taking milliseconds) and keep all CPU work off the event loop.
+A process per model keeps a crash in one model's native code from touching the gateway or
+the other models, and (with a worker thread per model on this side) keeps the models from
+delaying one another: a transcription taking seconds never holds up an embedding.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from gateway.adapters.local.catalog import (
     STT_MODEL,
     TTS_MODEL,
 )
-from gateway.adapters.local.embedding import E5Engine, LocalEmbedding, load_e5
-from gateway.adapters.local.moderation import LocalModeration, Rules, load_rules
-from gateway.adapters.local.slot import ModelSlot
-from gateway.adapters.local.speech import Espeak, LocalSpeech, load_espeak
+from gateway.adapters.local.embedding import E5Engine, LocalEmbedding
+from gateway.adapters.local.moderation import LocalModeration, Rules
+from gateway.adapters.local.slot import ModelSlot, RestartHook
+from gateway.adapters.local.speech import Espeak, LocalSpeech
 from gateway.adapters.local.transcription import LocalTranscription, WhisperEngine
 
 
@@ -46,13 +47,16 @@ def _prefer_sleeping_openmp_threads() -> None:
 
 
 class LocalModels:
-    def __init__(self, *, stt_threads: int | None = None) -> None:
-        _prefer_sleeping_openmp_threads()
+    def __init__(self, *, stt_threads: int | None = None, on_restart: RestartHook | None = None) -> None:
+        _prefer_sleeping_openmp_threads()  # before any model process starts: they inherit it
         threads = stt_threads or default_stt_threads()
-        self._e5 = ModelSlot[E5Engine](EMBEDDING_MODEL, load_e5)
-        self._tts = ModelSlot[Espeak](TTS_MODEL, load_espeak)
-        self._stt = ModelSlot[WhisperEngine](STT_MODEL, lambda: WhisperEngine(cpu_threads=threads))
-        self._moderation = ModelSlot[Rules](MODERATION_MODEL, load_rules)
+        local = "gateway.adapters.local"
+        self._e5 = ModelSlot[E5Engine](EMBEDDING_MODEL, f"{local}.embedding:load_e5", on_restart=on_restart)
+        self._tts = ModelSlot[Espeak](TTS_MODEL, f"{local}.speech:load_espeak", on_restart=on_restart)
+        self._stt = ModelSlot[WhisperEngine](
+            STT_MODEL, f"{local}.transcription:WhisperEngine", {"cpu_threads": threads}, on_restart=on_restart
+        )
+        self._moderation = ModelSlot[Rules](MODERATION_MODEL, f"{local}.moderation:load_rules", on_restart=on_restart)
         self._slots: dict[str, ModelSlot[Any]] = {
             slot.name: slot for slot in (self._e5, self._tts, self._stt, self._moderation)
         }
@@ -84,11 +88,21 @@ class LocalModels:
                 slot.check_installed(REQUIRED_PACKAGES.get(name, ()))
 
     def status(self) -> dict[str, str]:
-        """Each model's state: "not loaded", "loading", "ready" or "failed: <reason>"."""
+        """Each model's state: "not loaded", "loading", "ready", "restarting (<why>)" or
+        "failed: <reason>"."""
         return {name: slot.state for name, slot in self._slots.items()}
 
+    def processes(self) -> dict[str, int]:
+        """The process id of each model whose process is up."""
+        return {name: pid for name, slot in self._slots.items() if (pid := slot.pid) is not None}
+
+    def restarts(self) -> dict[str, int]:
+        """How many times each model's process was replaced after a crash or a hang."""
+        return {name: slot.restarts for name, slot in self._slots.items()}
+
     def close(self) -> None:
-        """Stop the workers without waiting: queued calls are dropped, running ones finish."""
+        """Stop without waiting: queued calls are dropped, running ones finish, then the model
+        processes exit."""
         for slot in self._slots.values():
             slot.close()
 

@@ -195,12 +195,13 @@ class LocalSpeech:
                 f"{TTS_MODEL}: the text has {len(call.text)} characters, over the {MAX_TEXT_CHARS} "
                 f"one call may synthesise ({where})"
             )
-        text, voice = call.text, call.voice
+        audio = await self._slot.run(_speak, call.text, call.voice, where, timeout_s=call.timeout_s, where=where)
+        return SpeechOutput(audio=audio, mime_type="audio/mpeg")
 
-        def work(engine: Espeak) -> SpeechOutput:
-            try:
-                return SpeechOutput(audio=engine.synthesize_mp3(text, voice), mime_type="audio/mpeg")
-            except RuntimeError as exc:
-                raise UpstreamUnavailable(f"{TTS_MODEL}: {exc} ({where})") from None
 
-        return await self._slot.run(work, timeout_s=call.timeout_s, where=where)
+def _speak(engine: Espeak, text: str, voice: str, where: str) -> bytes:
+    """Run in the model's process (module-level: calls are pickled by name)."""
+    try:
+        return engine.synthesize_mp3(text, voice)
+    except RuntimeError as exc:
+        raise UpstreamUnavailable(f"{TTS_MODEL}: {exc} ({where})") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.adapters.base import TranscriptionCall
+from gateway.adapters.base import AudioFormat, TranscriptionCall
 from gateway.adapters.local.audio_decode import decode_to_pcm16k
 from gateway.adapters.local.catalog import STT_MODEL
 from gateway.adapters.local.slot import ModelSlot
@@ -59,14 +59,15 @@ class LocalTranscription:
         self._slot = slot
 
     async def transcribe(self, call: TranscriptionCall) -> str:
-        data, fmt = call.audio, call.format
         where = call.context.describe(call.target)
+        return await self._slot.run(_transcribe, call.audio, call.format, where, timeout_s=call.timeout_s, where=where)
 
-        def work(engine: WhisperEngine) -> str:
-            try:
-                audio = decode_to_pcm16k(data, fmt)
-            except BadRequest as exc:
-                raise BadRequest(f"{STT_MODEL}: {exc.message} ({where})") from None
-            return engine.transcribe(audio)
 
-        return await self._slot.run(work, timeout_s=call.timeout_s, where=where)
+def _transcribe(engine: WhisperEngine, data: bytes, fmt: AudioFormat, where: str) -> str:
+    """Run in the model's process (module-level: calls are pickled by name): decoding too,
+    since the decoders are native code that malformed audio reaches first."""
+    try:
+        audio = decode_to_pcm16k(data, fmt)
+    except BadRequest as exc:
+        raise BadRequest(f"{STT_MODEL}: {exc.message} ({where})") from None
+    return engine.transcribe(audio)
