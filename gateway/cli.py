@@ -209,9 +209,9 @@ def _check_config(args: argparse.Namespace) -> int:
         "serverless": _serverless(config),
         "console": _console(config),
         "limits": config.limits.model_dump(),
-        "route_limits": {  # the keys a route overrides
-            route.name or f"routes[{i}]": route.limits.model_dump(exclude_unset=True)
-            for i, route in enumerate(config.routes)
+        "route_limits": {  # the keys a route overrides, by the route's label in errors and logs
+            shown["route"]: route.limits.model_dump(exclude_unset=True)
+            for shown, route in zip(RouteTable(config.routes).describe(), config.routes, strict=True)
             if route.limits is not None
         },
         "resilience": {

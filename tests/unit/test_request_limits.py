@@ -106,4 +106,4 @@ def test_check_config_shows_the_limits_and_the_route_overrides(
     assert main(["check-config", "--config", str(path)]) == 0
     report = orjson.loads(capsys.readouterr().out)
     assert report["limits"] == {**RequestLimits().model_dump(), "tts_chars": 9}
-    assert report["route_limits"] == {"routes[1]": {"moderation_chars": 77}}
+    assert report["route_limits"] == {"1:moderation:*/*": {"moderation_chars": 77}}
