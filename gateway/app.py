@@ -30,7 +30,7 @@ from gateway.cache.setup import build_embedding_cache
 from gateway.config import GatewayConfig
 from gateway.console import CONSOLE_PREFIX, Console
 from gateway.console.guard import KeyGuard
-from gateway.errors import GatewayError, NoRoute, NotFound, UpstreamError
+from gateway.errors import GatewayError, NoRoute, NotFound, Overloaded, UpstreamError
 from gateway.forward import DifyForwarder
 from gateway.http import (
     INNER_PREFIX,
@@ -76,6 +76,7 @@ from gateway.resilience.health import TargetHealth
 from gateway.resilience.plan import Resilience
 from gateway.resilience.shared import SharedBreakers
 from gateway.routing import RouteTable, Target
+from gateway.server_protocol import HEALTHZ_BODY
 from gateway.serverless import TRANSACTION_PATH, ServerlessEndpoint
 from gateway.trace import Trace, current_trace, valid_traceparent
 from gateway.tracing import Tracing
@@ -138,6 +139,7 @@ def _outcome_of(status: int, trace: Trace) -> str:
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
 _BODY_KEY = "dify_gateway.body"
+_COUNTED_KEY = "dify_gateway.counted"  # set once the request counts in Gateway.in_flight
 
 
 class Gateway:
@@ -229,8 +231,8 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """An inner-API request: counted while in flight (streams until their last frame),
-        refused fast above the cap, traced for its metrics, log line and reply headers."""
+        """An inner-API request: traced for its metrics, log line and reply headers, and
+        counted in flight from the end of its body (see ``_admit``) to its last byte."""
         started = time.perf_counter()
         path: str = scope["path"]
         inner_path = path[path.find(INNER_PREFIX) + len(INNER_PREFIX) :].rstrip("/")
@@ -257,18 +259,11 @@ class Gateway:
                     sent_bytes += len(body)
             await send(message)
 
-        self.in_flight += 1
         token = current_trace.set(trace)
         try:
-            if self._max_in_flight and self.in_flight > self._max_in_flight:
-                trace.outcome = "overloaded"
-                overloaded = GatewayError(
-                    f"gateway overloaded: {self.in_flight - 1} requests in flight (server.max_in_flight); retry shortly"
-                )
-                response = error_response(overloaded, 429)
+            response = await self._dispatch(Request(scope, receive))
+            if trace.outcome == "overloaded":
                 response.headers["retry-after"] = "1"
-            else:
-                response = await self._dispatch(Request(scope, receive))
             response.headers["x-request-id"] = trace.request_id
             if trace.attempts:
                 response.headers["x-dify-gateway-attempts"] = str(trace.attempts)
@@ -284,8 +279,46 @@ class Gateway:
             await response(scope, receive, counting_send)
         finally:
             current_trace.reset(token)
-            self.in_flight -= 1
+            if scope.get(_COUNTED_KEY):
+                self.in_flight -= 1
             self._record(trace, status, started, first_byte, sent_bytes, scope, span)
+
+    def _admit(self, scope: Scope) -> None:
+        """Count this request in flight, or refuse it fast above ``server.max_in_flight``.
+
+        Called once its body has been read: a client still sending one (slowly, say) holds
+        no slot, so slow clients cannot fill the cap; the body deadline closes them.
+        """
+        if scope.get(_COUNTED_KEY):
+            return
+        if self._max_in_flight and self.in_flight >= self._max_in_flight:
+            _set_outcome("overloaded")
+            raise Overloaded(
+                f"gateway overloaded: {self.in_flight} requests in flight (server.max_in_flight); retry shortly"
+            )
+        self.in_flight += 1
+        scope[_COUNTED_KEY] = True
+
+    def _forwarded(self, request: Request) -> Request:
+        """``request`` for the forwarder: refused above the cap like an invocation, counted
+        once its body has arrived (the forwarder streams it on as it comes)."""
+        headers = request.headers
+        if headers.get("content-length", "0").strip() in ("", "0") and "transfer-encoding" not in headers:
+            self._admit(request.scope)
+            return request
+        if self._max_in_flight and self.in_flight >= self._max_in_flight:
+            self._admit(request.scope)  # raises Overloaded
+        receive, scope = request.receive, request.scope
+
+        async def receive_counted() -> Message:
+            message = await receive()
+            done = message["type"] == "http.request" and not message.get("more_body", False)
+            if done and not scope.get(_COUNTED_KEY):
+                self.in_flight += 1  # already under way: counted, not refused
+                scope[_COUNTED_KEY] = True
+            return message
+
+        return Request(scope, receive_counted)
 
     def _record(
         self,
@@ -355,8 +388,9 @@ class Gateway:
             handler = self.invoke_paths.get(inner_path)
             if handler is None or request.method != "POST":
                 if self.forwarder is not None:
+                    forwarded = self._forwarded(request)
                     _set_outcome("forwarded")
-                    return await self.forwarder.forward(request)
+                    return await self.forwarder.forward(forwarded)
                 if handler is None:
                     raise NotFound(
                         f"the gateway does not serve /inner/api/{inner_path} (set dify.api_url to forward it)"
@@ -365,7 +399,10 @@ class Gateway:
             try:
                 return await handler(request)
             except ClientGone:
-                return Response(status_code=499)  # nobody is listening; nothing to send
+                # Nobody is listening (the server answered a missed body deadline itself).
+                trace = current_trace.get()
+                timed_out = trace is not None and trace.outcome == "client_timeout"
+                return Response(status_code=408 if timed_out else 499)
             except NoRoute:
                 body = request.scope.get(_BODY_KEY)
                 if not self._passthrough or self.forwarder is None or body is None:
@@ -470,6 +507,7 @@ class Gateway:
     async def _raw_body(self, request: Request) -> bytes:
         body = await read_body(request, self._max_body)
         request.scope[_BODY_KEY] = body  # kept for passthrough, should no route match
+        self._admit(request.scope)
         return body
 
     async def _body(self, request: Request) -> dict[str, Any]:
@@ -538,10 +576,12 @@ class Gateway:
             return unary_error_response(exc, self.redactor)
 
     async def metrics_page(self, request: Request) -> Response:
-        return Response(render(self.metrics), media_type=METRICS_CONTENT_TYPE)
+        return _get_or_head(request) or Response(render(self.metrics), media_type=METRICS_CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type=JSON_MEDIA_TYPE)
+        """Liveness. The gateway's own server answers GET and HEAD before they reach the app
+        (``gateway.server_protocol``): this is the same answer for other servers."""
+        return _get_or_head(request) or Response(HEALTHZ_BODY, media_type=JSON_MEDIA_TYPE)
 
     async def status_targets(self, request: Request) -> Response:
         """Each backend's health (breaker, in flight, recent errors); read-only, no secrets,
@@ -568,6 +608,10 @@ class Gateway:
             return Response(b'{"status":"draining"}', status_code=503, media_type=JSON_MEDIA_TYPE)
         if not self.ready:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON_MEDIA_TYPE)
+        if self._max_in_flight and self.in_flight >= self._max_in_flight:
+            # Every new invocation would get 429 now: not ready for more traffic.
+            full = {"status": "overloaded", "in_flight": self.in_flight, "max_in_flight": self._max_in_flight}
+            return Response(orjson.dumps(full), status_code=503, media_type=JSON_MEDIA_TYPE)
         body: dict[str, Any] = {"status": "ready", "uptime_s": round(time.time() - self.started_at, 3)}
         models = self.backends.local_status()
         if models:
@@ -578,6 +622,16 @@ class Gateway:
             body["status"] = "failed"
             return Response(orjson.dumps(body), status_code=503, media_type=JSON_MEDIA_TYPE)
         return Response(orjson.dumps(body), media_type=JSON_MEDIA_TYPE)
+
+
+def _get_or_head(request: Request) -> Response | None:
+    """None for GET and HEAD; a 405 envelope (with ``Allow``) for any other method."""
+    if request.method in ("GET", "HEAD"):
+        return None
+    refused = GatewayError(f"{request.method} {request.scope['path']}: only GET and HEAD are served")
+    response = error_response(refused, 405)
+    response.headers["allow"] = "GET, HEAD"
+    return response
 
 
 def create_app(config: GatewayConfig, backends: Backends | None = None) -> Gateway:

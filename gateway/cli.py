@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -16,6 +18,9 @@ from gateway.config import CONFIG_ENV, CONSOLE_ENV, INNER_API_KEY_ENV, ConfigErr
 from gateway.cpus import AUTO_WORKERS_CAP, auto_workers
 from gateway.logs import configure_logging
 from gateway.routing import RouteTable
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def _load(path: str | None) -> GatewayConfig:
@@ -170,7 +175,8 @@ def _serve(args: argparse.Namespace) -> int:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": protocol_factory(config),
+        "timeout_keep_alive": config.server.keep_alive_timeout_s,
         "access_log": config.server.access_log,
         "log_level": config.server.log_level,
         "lifespan": "on",
@@ -186,6 +192,21 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(_create(config), **options)  # type: ignore[arg-type]
     return 0
+
+
+def protocol_factory(config: GatewayConfig) -> Callable[..., asyncio.Protocol]:
+    """uvicorn's ``http`` option: its httptools protocol with the connection limits of
+    ``server`` (a partial of a module-level class, so it pickles into worker processes)."""
+    from gateway.server_protocol import ConnectionLimits, GatewayHttpProtocol
+
+    server = config.server
+    limits = ConnectionLimits(
+        max_header_bytes=server.max_header_bytes,
+        max_headers=server.max_headers,
+        header_timeout_s=server.header_timeout_s,
+        body_timeout_s=server.body_timeout_s,
+    )
+    return functools.partial(GatewayHttpProtocol, limits=limits)
 
 
 def _log_console(config: GatewayConfig, host: str, port: int) -> None:

@@ -84,6 +84,18 @@ class ServerConfig(_Strict):
     # closes and requests in flight get up to drain_timeout_s to finish.
     drain_grace_s: float = Field(default=5.0, ge=0, le=600)
     drain_timeout_s: float = Field(default=120.0, ge=0, le=3600)
+    # What one connection may cost before it is answered 431 or 408 and closed (see
+    # gateway.server_protocol). The daemon sends under 2 KiB of headers, a dozen of them.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_headers: int = Field(default=100, ge=16, le=10_000)
+    # From a request's first byte to the end of its headers (also how long a new
+    # connection may stay silent).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # From the end of the headers to the end of the body, whole: a trickle of a byte now
+    # and then cannot hold a connection. 60 s carries a 64 MiB body at ~9 Mbit/s.
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=3600)
 
 
 class DifyConfig(_Strict):

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -25,13 +25,15 @@ INNER_PREFIX = "/inner/api/"
 STREAM_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 JSON_MEDIA_TYPE = "application/json"
 INTERNAL_ERROR = "internal gateway error; the gateway log has the details"
+# Set in the scope by the server (gateway.server_protocol) when the body deadline passed.
+BODY_TIMED_OUT = "dify_gateway.body_timed_out"
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
 class ClientGone(Exception):
-    """The caller closed the connection before the reply started."""
+    """The caller closed the connection (or its body deadline passed) before the reply started."""
 
 
 class DisconnectWatch:
@@ -106,11 +108,18 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body too large: {int(declared)} bytes, the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body too large: over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body too large: over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Not an error of the gateway: the request log line says which it was.
+        trace = current_trace.get()
+        if trace is not None:
+            trace.outcome = "client_timeout" if request.scope.get(BODY_TIMED_OUT) else "client_gone"
+        raise ClientGone from None
     return b"".join(chunks)
 
 
