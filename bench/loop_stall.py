@@ -5,7 +5,7 @@ Starts ``dify-gateway serve`` (embedded defaults, one worker) from a source tree
 the poll latencies. Also times ``orjson.loads`` of a body of ``server.max_body_bytes``, which
 runs on the event loop before any handler logic.
 
-Run: .venv/bin/python bench/loop_stall.py [--tree DIR] [--mb 20] [--path moderation|tts]
+Run: .venv/bin/python bench/loop_stall.py [--tree DIR] [--config FILE] [--mb 20] [--path moderation|tts]
      (--tree: another checkout, e.g. one exported with ``git archive``; default: this one)
 """
 
@@ -42,10 +42,12 @@ def free_port() -> int:
         return port
 
 
-def start(tree: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start(tree: Path, port: int, log: Path, config: Path | None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
     env.update({"DIFY_INNER_API_KEY": KEY, "NO_PROXY": "127.0.0.1", "PYTHONPATH": str(tree)})
     command = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if config is not None:
+        command += ["--config", str(config.resolve())]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -78,6 +80,7 @@ def body_for(path: str, text: str) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", type=Path, default=ROOT)
+    parser.add_argument("--config", type=Path, default=None, help="default: the embedded defaults")
     parser.add_argument("--mb", type=float, default=20.0)
     parser.add_argument("--path", choices=["moderation", "tts"], default="moderation")
     args = parser.parse_args()
@@ -94,7 +97,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
-        process = start(args.tree.resolve(), port, Path(tmp) / "gateway.log")
+        process = start(args.tree.resolve(), port, Path(tmp) / "gateway.log", args.config)
         try:
             body = body_for(args.path, big_text(int(args.mb * 2**20)))
             idle: list[float] = []
