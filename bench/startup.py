@@ -22,19 +22,40 @@ def rss(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
+    """Child processes started by any of the process's threads (model processes are started
+    by their model's worker thread)."""
+    found: list[int] = []
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return []
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def is_model_process(pid: int) -> bool:
+    try:
+        return b"gateway.adapters.local.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def tree_rss(pid: int) -> str:
-    """The process's RSS, and each worker's when it is a supervisor of several."""
-    workers = children(pid)
-    if not workers:
-        return f"{rss(pid):.0f} MB"
-    each = ", ".join(f"{rss(w):.0f}" for w in workers)
-    return f"{rss(pid):.0f} MB parent + workers {each} MB"
+    """The process's RSS, each worker's when it is a supervisor of several, and the embedded
+    models' processes (one per model, per worker)."""
+    kids = children(pid)
+    workers = [k for k in kids if not is_model_process(k)]
+    models = [k for k in kids if is_model_process(k)] + [m for w in workers for m in children(w) if is_model_process(m)]
+    text = f"{rss(pid):.0f} MB"
+    if workers:
+        text += " parent + workers " + ", ".join(f"{rss(w):.0f}" for w in workers) + " MB"
+    if models:
+        text += f" + {len(models)} model processes " + ", ".join(f"{rss(m):.0f}" for m in models) + " MB"
+    return text
 
 
 def run(args: list[str], label: str, wait_after: float = 0.0) -> None:

@@ -162,6 +162,7 @@ class Gateway:
         )
         self.metrics = build_registry(self.embedding_cache, self)
         self.request_metrics = RequestMetrics(None if multiprocess_dir() else self.metrics)
+        self.backends.on_local_restart = self.request_metrics.model_restarted
         self.tracing = Tracing(config.tracing) if config.tracing.enabled else None
         self._request_log = config.server.request_log
         self.rerank = RerankService(self.routes, self.backends, self.resilience, config.limits)
@@ -620,6 +621,10 @@ class Gateway:
             # An embedded model the routes use could not load (for example an image built
             # without them): every call to it would fail, so this instance is not ready.
             body["status"] = "failed"
+            return Response(orjson.dumps(body), status_code=503, media_type=JSON_MEDIA_TYPE)
+        if any(state.startswith("restarting") for state in models.values()):
+            # An embedded model's process is being replaced after a crash: back in a second.
+            body["status"] = "restarting"
             return Response(orjson.dumps(body), status_code=503, media_type=JSON_MEDIA_TYPE)
         return Response(orjson.dumps(body), media_type=JSON_MEDIA_TYPE)
 

