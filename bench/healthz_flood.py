@@ -97,7 +97,10 @@ async def _sample(port: int, seconds: float, interval_s: float) -> list[float]:
 
 def _summary(samples: list[float]) -> str:
     ordered = sorted(samples)
-    at = lambda q: ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000  # noqa: E731
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
+
     return f"p50 {at(0.5):7.2f} ms  p99 {at(0.99):7.2f} ms  max {ordered[-1] * 1000:7.2f} ms  ({len(ordered)} samples)"
 
 

@@ -235,6 +235,10 @@ def _check_config(args: argparse.Namespace) -> int:
             for shown, route in zip(RouteTable(config.routes).describe(), config.routes, strict=True)
             if route.limits is not None
         },
+        "connections": {  # what one HTTP connection may cost (gateway.server_protocol)
+            key: getattr(config.server, key)
+            for key in ("max_header_bytes", "max_headers", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s")
+        },
         "resilience": {
             "retry": config.resilience.retry.model_dump(),
             "breaker": config.resilience.breaker.model_dump(),

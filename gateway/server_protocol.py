@@ -214,6 +214,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle.disconnected = True
         cycle.message_event.set()
 
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()  # the connection is the WebSocket protocol's from here on
+        super().handle_websocket_upgrade()
+
     def send_400_response(self, msg: str) -> None:
         self._disarm()
         self._write_error(400, f"invalid HTTP request: {msg.rstrip('.')}")

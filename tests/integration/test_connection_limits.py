@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import statistics
+import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from tests.fakes.upstream import Embeddings, FakeUpstream
+from tests.integration.test_cli import command, offline_env
 from tests.support.server import TEST_KEY, GatewayProcess, gateway_config
 
 HEADER_TIMEOUT_S = 1.5
@@ -119,7 +122,7 @@ async def baseline(port: int) -> dict[str, float]:
 
 
 async def until_closed(
-    reader: asyncio.StreamReader, trickle: Callable[[], Awaitable[None]], started: float
+    reader: asyncio.StreamReader, trickle: Callable[[], Coroutine[Any, Any, None]], started: float
 ) -> tuple[bytes, float]:
     """Run ``trickle`` until the server closes the connection; what it sent, and when (s)."""
     sending = asyncio.create_task(trickle())
@@ -325,3 +328,25 @@ def test_a_client_gone_while_sending_its_body_is_an_info_line(gateway: GatewayPr
     assert len(lines) == before + 1
     assert (lines[-1]["level"], lines[-1]["status"]) == ("info", 499)
     assert '"level":"error"' not in gateway.log()
+
+
+def test_check_config_shows_the_connection_limits_and_refuses_nonsense(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(orjson.dumps({"server": {"max_headers": 50, "body_timeout_s": 30}}).decode())
+    result = subprocess.run(
+        command("check-config", "--config", str(config)), env=offline_env(), capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert orjson.loads(result.stdout)["connections"] == {
+        "max_header_bytes": 65536,
+        "max_headers": 50,
+        "header_timeout_s": 10.0,
+        "body_timeout_s": 30.0,
+        "keep_alive_timeout_s": 5.0,
+    }
+    config.write_text(orjson.dumps({"server": {"max_header_bytes": 100}}).decode())
+    result = subprocess.run(
+        command("check-config", "--config", str(config)), env=offline_env(), capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert b"server.max_header_bytes" in result.stderr

@@ -89,9 +89,9 @@ def body_of(reply: bytes) -> Any:
 def served() -> Iterator[Served]:
     app = Recorder()
     protocol = functools.partial(GatewayHttpProtocol, limits=LIMITS)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, loop="uvloop", http=protocol, lifespan="off", log_level="error"
-    )
+    # uvicorn calls ``http`` with keyword arguments: a partial of the class does as well as the class.
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="uvloop", lifespan="off", log_level="error")
+    config.http = protocol  # type: ignore[assignment]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
