@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.fuzz import harness
 from tests.fuzz.strategies import av_seeds, miniaudio_seeds, mutated
 
-DEFAULT_EXAMPLES = 500
+DEFAULT_EXAMPLES = 200
 
 
 def load() -> Any:

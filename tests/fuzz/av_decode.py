@@ -11,7 +11,7 @@ from tests.fuzz import harness
 from tests.fuzz.miniaudio_decode import check_decode, load
 from tests.fuzz.strategies import av_seeds, mutated
 
-DEFAULT_EXAMPLES = 200
+DEFAULT_EXAMPLES = 150
 
 __all__ = ["check", "load", "payloads"]
 

@@ -11,7 +11,8 @@ from tests.fuzz import harness
 from tests.fuzz.e5_embed import load
 from tests.fuzz.strategies import texts
 
-DEFAULT_EXAMPLES = 25
+DEFAULT_EXAMPLES = 10
+CRASHERS = [("\ufdfa" * 8, ["doc"]), ("query", ["doc", "\ufdfa" * 9])]
 
 __all__ = ["check", "load", "payloads"]
 
@@ -32,4 +33,4 @@ def check(engine: Any, payload: tuple[str, list[str]]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(harness.main("e5_rerank", payloads, DEFAULT_EXAMPLES))
+    sys.exit(harness.main("e5_rerank", payloads, DEFAULT_EXAMPLES, explicit=CRASHERS))

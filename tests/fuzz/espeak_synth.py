@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from tests.fuzz import harness
 from tests.fuzz.strategies import SPECIAL, texts
 
-DEFAULT_EXAMPLES = 100
+DEFAULT_EXAMPLES = 40
+# Refused once normalised (54,000 characters), not synthesised for an hour.
+EXPLICIT = [("\ufdfa" * 3000, "en-us"), ("a <break time='99999s'/> b", "en-us")]
 
 VOICES = [
     "en-us",
@@ -38,7 +40,8 @@ def load() -> Any:
 
 def payloads() -> st.SearchStrategy[tuple[str, str]]:
     voice = st.one_of(st.sampled_from(VOICES), st.sampled_from(SPECIAL), st.text(max_size=12))
-    return st.tuples(texts(max_repeat=1500), voice)
+    # Synthesis time grows with what is spoken: shorter runs than the embedding targets.
+    return st.tuples(texts(max_repeat=400, large=(150, 300)), voice)
 
 
 def check(engine: Any, payload: tuple[str, str]) -> None:
@@ -56,4 +59,4 @@ def check(engine: Any, payload: tuple[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(harness.main("espeak_synth", payloads, DEFAULT_EXAMPLES))
+    sys.exit(harness.main("espeak_synth", payloads, DEFAULT_EXAMPLES, explicit=EXPLICIT))

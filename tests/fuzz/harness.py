@@ -28,11 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, example, given, settings, strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 MALLOC_DEBUG = Path("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
@@ -156,14 +156,21 @@ def shown(payload: Any, limit: int = 1500) -> str:
 
 
 def main(
-    target: str, payloads: Callable[[], st.SearchStrategy[Any]], default_examples: int, call_timeout_s: float = 60.0
+    target: str,
+    payloads: Callable[[], st.SearchStrategy[Any]],
+    default_examples: int,
+    call_timeout_s: float = 60.0,
+    explicit: Sequence[Any] = (),
 ) -> int:
+    """Run one target; ``explicit`` inputs (those that once crashed it) are always tried first."""
     parser = argparse.ArgumentParser(prog=f"python -m tests.fuzz.{target}")
     parser.add_argument("--examples", type=int, default=int(os.environ.get(EXAMPLES_ENV) or default_examples))
     parser.add_argument("--count", action="store_true", help="run every example and count crashes; do not stop at one")
     parser.add_argument("--call-timeout", type=float, default=call_timeout_s)
+    parser.add_argument("--max-seconds", type=float, default=0.0, help="stop calling the engine after this long")
     args = parser.parse_args()
 
+    started = time.monotonic()
     worker = Worker(target, args.call_timeout)
     tally = {"examples": 0, "crashes": 0, "hangs": 0, "failures": 0}
     first: dict[str, str] = {}
@@ -175,12 +182,16 @@ def main(
         database=None,
         deadline=None,
         suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate] if args.count else [Phase.generate, Phase.shrink],
+        phases=[Phase.explicit, Phase.generate] if args.count else [Phase.explicit, Phase.generate, Phase.shrink],
         print_blob=False,
     )
     @given(payloads())
     def fuzz(payload: Any) -> None:
+        if args.max_seconds and time.monotonic() - started > args.max_seconds:
+            return  # out of time: hypothesis still draws its examples, the engine sees no more
         tally["examples"] += 1
+        if args.count and tally["examples"] % 500 == 0:
+            print(json.dumps({"target": target, "progress": True, **tally}), flush=True)
         try:
             worker.call(payload)
         except (WorkerCrashed, WorkerHung, TargetFailed) as exc:
@@ -191,7 +202,8 @@ def main(
             tally[kind] += 1
             first.setdefault(kind, f"{shown(payload, 300)} -> {str(exc)[-300:]}")
 
-    started = time.monotonic()
+    for payload in reversed(explicit):
+        fuzz = example(payload)(fuzz)
     status = 0
     try:
         fuzz()

@@ -12,7 +12,9 @@ from tests.fuzz import harness
 from tests.fuzz.miniaudio_decode import check_decode
 from tests.fuzz.strategies import av_seeds, miniaudio_seeds, mutated
 
-DEFAULT_EXAMPLES = 10
+DEFAULT_EXAMPLES = 6
+# 400 NaN samples kept the unguarded engine busy past the 180 s deadline.
+HANGS = [("nan", 400, 160)]
 KINDS = ["zeros", "noise", "sine", "nan", "inf", "huge", "denormal", "clicks", "dc", "mixed-nan"]
 
 
@@ -63,4 +65,4 @@ def check(engine: Any, payload: Any) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(harness.main("whisper_transcribe", payloads, DEFAULT_EXAMPLES, call_timeout_s=180.0))
+    sys.exit(harness.main("whisper_transcribe", payloads, DEFAULT_EXAMPLES, call_timeout_s=180.0, explicit=HANGS))
