@@ -8,6 +8,7 @@ targets' defaults (a few minutes in all); ``DIFY_GATEWAY_FUZZ_EXAMPLES=10000`` (
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -51,3 +52,28 @@ def test_fuzz_target(target: str) -> None:
         pytest.fail(f"{target} was killed by {signal.Signals(-result.returncode).name}:\n{result.stderr[-3000:]}")
     assert result.returncode == 0, f"{target} found a failing input:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
     assert '"examples"' in result.stdout, result.stdout
+
+
+def test_the_harness_shrinks_a_crash_to_the_minimal_input() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fuzz.selftest_crash"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "killed by SIGABRT" in result.stdout
+    assert "selftest_crash: minimal failing input: 7\n" in result.stdout
+
+
+def test_the_harness_counts_crashes_and_hangs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fuzz.selftest_crash", "--count", "--examples", "30"],
+        cwd=ROOT,
+        env={**os.environ, "SELFTEST_HANG": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["examples"] == 31 and summary["crashes"] > 0 and summary["hangs"] == 1  # 30 and the explicit 3
+    restarts = summary["crashes"] + summary["hangs"]  # each is followed by a fresh worker, when one is needed
+    assert summary["worker_starts"] in (restarts, restarts + 1)
