@@ -8,14 +8,15 @@ as long as it likes. This subclass adds, per connection:
   either, a 431 at once. The bytes are counted as they arrive, before httptools and
   uvicorn join the pieces of a header (both by ``bytes +=``, quadratic in the header's
   size), so a huge header costs at most one socket read past the limit;
-- **a header deadline** (``server.header_timeout_s``): from the connection's first byte
-  wait (and from each request's first byte) to the end of its headers; then a 408, or a
+- **a header deadline** (``server.header_timeout_s``): from the moment a connection opens
+  (and from each later request's first byte) to the end of the headers; then a 408, or a
   silent close if nothing was sent at all;
 - **a body deadline** (``server.body_timeout_s``): from the end of the headers to the end
   of the body, whether the handler reads the body or not; then a 408 (if no reply has
   started) and the handler sees the client gone;
 - **JSON errors**: malformed HTTP gets the gateway's ``{"data": null, "error": ...}``
-  envelope instead of uvicorn's plain text;
+  envelope instead of uvicorn's plain text. Every refusal is sent before the connection
+  closes gracefully (``_linger``), so the client reads it instead of a reset;
 - **liveness off the event loop's queue**: ``GET``/``HEAD /healthz`` is answered here,
   synchronously, when its headers are parsed: no ASGI task. That alone is not enough: it
   still waits for the loop iteration under way, and under a flood one iteration runs the
@@ -24,13 +25,15 @@ as long as it likes. This subclass adds, per connection:
   others start in the next ones, in arrival order, and the socket reads (this answer
   among them) come between: an iteration stays short whatever the load.
 
-The keep-alive idle timeout is uvicorn's own (``timeout_keep_alive``).
+The keep-alive idle timeout is uvicorn's own (``timeout_keep_alive``, set from
+``server.keep_alive_timeout_s``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +136,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # --- deadlines ----------------------------------------------------------------------
 
-    def _arm(self, seconds: float, on_expiry: Any) -> None:
+    def _arm(self, seconds: float, on_expiry: Callable[[], None]) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         self._deadline = self.loop.call_later(seconds, on_expiry)
@@ -149,6 +152,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         if not self._any_bytes:
             self.transport.close()  # an idle connection: nobody to tell
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request waits for the reply before it (a stream may run for
+            # minutes): it is not refused while that reply runs, only looked at again.
+            self._arm(self._limits.header_timeout_s, self._header_timeout)
             return
         self._refuse(408, f"request headers not received within {self._limits.header_timeout_s:g} s")
 
