@@ -147,7 +147,12 @@ def _decode_av(data: bytes, max_samples: int, max_seconds: float) -> npt.NDArray
 def _join(chunks: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
     import numpy as np
 
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    # Float WAVs carry any bit pattern: NaN and infinities become silence, the rest is clipped
+    # to PCM's [-1, 1] (Whisper's features, and the model, assume both).
+    if not np.isfinite(samples).all():
+        np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(samples, -1.0, 1.0, out=samples)
 
 
 def _duration(seconds: float) -> str:
