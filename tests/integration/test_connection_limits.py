@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fakes.dify import FakeDify, Json
 from tests.fakes.upstream import Embeddings, FakeUpstream
 from tests.integration.test_cli import command, offline_env
 from tests.support.server import TEST_KEY, GatewayProcess, gateway_config
@@ -29,7 +30,15 @@ EMBED = "/inner/api/invoke/text-embedding"
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def dify() -> Iterator[FakeDify]:
+    with FakeDify() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    upstream: FakeUpstream, dify: FakeDify, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     route = {
         "match": {"type": "text-embedding"},
         "targets": [{"model": "openai/{model}", "api_base": upstream.base_url, "api_key": "x"}],
@@ -42,6 +51,7 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
             "max_in_flight": MAX_IN_FLIGHT,
             "drain_grace_s": 0,
         },
+        dify={"inner_api_key": TEST_KEY, "api_url": dify.url},
     )
     with GatewayProcess(config, tmp_path_factory.mktemp("limits")) as process:
         yield process
@@ -350,3 +360,36 @@ def test_check_config_shows_the_connection_limits_and_refuses_nonsense(tmp_path:
     )
     assert result.returncode == 2
     assert b"server.max_header_bytes" in result.stderr
+
+
+def test_forwarded_requests_count_once_their_body_is_in(gateway: GatewayProcess, dify: FakeDify) -> None:
+    """Forwarded to Dify as the body arrives: a slow body holds no slot, a sent one does."""
+    dify.script("/inner/api/upload/slow", Json({"data": {"ok": True}, "error": ""}))
+    dify.script("/inner/api/upload/held", Json({"data": {"ok": True}, "error": ""}, headers_delay_s=2.0))
+
+    async def run() -> None:
+        stalled = []
+        for _ in range(5 * MAX_IN_FLIGHT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            writer.write(post("/inner/api/upload/slow", b"x" * 100)[:-99])
+            stalled.append(writer)
+        await asyncio.sleep(0.3)
+        replies = [await exchange(gateway.port, post(EMBED, embed_body([f"forward {i}"]))) for i in range(10)]
+        assert [status for status, _, _ in replies] == [200] * 10
+        status, _, _ = await exchange(gateway.port, b"GET /readyz HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert status == 200
+        held = [
+            asyncio.create_task(exchange(gateway.port, post("/inner/api/upload/held", b'{"n": %d}' % i)))
+            for i in range(MAX_IN_FLIGHT)
+        ]
+        await asyncio.sleep(0.8)
+        status, _, body = await exchange(gateway.port, b"GET /readyz HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert (status, orjson.loads(body)["status"]) == (503, "overloaded")
+        assert [status for status, _, _ in await asyncio.gather(*held)] == [200] * MAX_IN_FLIGHT
+        for writer in stalled:
+            writer.close()
+
+    asyncio.run(run())
+    # The stalled ones met the body deadline on their way to Dify: no error, no traceback.
+    log = gateway.log()
+    assert '"level":"error"' not in log and "Traceback" not in log, log[-3000:]
