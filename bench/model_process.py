@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,9 @@ def _rss_mb(pid: int) -> float:
 
 
 async def main() -> None:
+    # As the gateway sets it for its model processes; before the first model loads here too,
+    # or the in-thread baseline would run with spinning OpenMP threads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--texts", type=int, default=16)

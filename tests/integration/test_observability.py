@@ -319,7 +319,8 @@ def test_readiness_fails_when_a_routed_embedded_model_cannot_load(tmp_path: Path
         [{"match": {"type": "text-embedding"}, "targets": [{"model": "local/multilingual-e5-small"}]}],
         server={"drain_grace_s": 0},
     )
-    process = GatewayProcess(config, tmp_path, ready_timeout_s=8, PYTHONPATH=str(shim))
+    # It never becomes ready: this is how long the test waits (the model process must have failed by then).
+    process = GatewayProcess(config, tmp_path, ready_timeout_s=15, PYTHONPATH=str(shim))
     with pytest.raises(RuntimeError, match="did not become ready"):
         with process:
             pass
