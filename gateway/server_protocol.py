@@ -21,9 +21,10 @@ as long as it likes. This subclass adds, per connection:
   synchronously, when its headers are parsed: no ASGI task. That alone is not enough: it
   still waits for the loop iteration under way, and under a flood one iteration runs the
   first step of every request whose bytes arrived in it (a cached embedding is answered
-  in that one step). So at most ``starts_per_tick`` request tasks start per iteration; the
-  others start in the next ones, in arrival order, and the socket reads (this answer
-  among them) come between: an iteration stays short whatever the load.
+  in that one step). So request tasks start in groups of at most ``starts_per_tick`` with
+  an iteration between groups; the others start in the next ones, in arrival order, and
+  the socket reads (this answer among them) come between: an iteration stays short
+  whatever the load.
 
 The keep-alive idle timeout is uvicorn's own (``timeout_keep_alive``, set from
 ``server.keep_alive_timeout_s``).
@@ -64,27 +65,33 @@ class ConnectionLimits:
 
 
 class _Pacer:
-    """Starts request tasks at most ``per_tick`` per event-loop iteration, in arrival order.
+    """Starts request tasks in groups of at most ``per_tick``, with an event-loop iteration
+    (and so a poll for socket reads) between one group and the next, in arrival order.
 
-    One per server (all its connections share the loop). Work scheduled with ``call_soon``
-    from a ready callback runs in the next iteration (asyncio and uvloop both take the
-    ready queue's length before running it), after the next poll for socket reads.
+    One per server (all its connections share the loop). The count is reset only by
+    ``_tick``, scheduled with ``call_soon`` when a group is full: it runs in the next
+    iteration (asyncio and uvloop both take the ready queue's length before running it).
+    Scheduling it per iteration instead cost an extra loop wake-up per request at ordinary
+    rates (+0.15 ms CPU per request at 400 req/s); this way it is one per ``per_tick`` tasks.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, per_tick: int) -> None:
         self._loop = loop
         self._per_tick = per_tick
-        self._started = 0  # in the current iteration
+        self._started = 0  # since the last _tick
         self._waiting: deque[tuple[HttpToolsProtocol, RequestResponseCycle, ASGI3Application]] = deque()
 
     def start(self, protocol: HttpToolsProtocol, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if self._started < self._per_tick:
-            if self._started == 0:
-                self._loop.call_soon(self._tick)  # runs after the tasks started this iteration
-            self._started += 1
-            HttpToolsProtocol._start_asgi_task(protocol, cycle, app)
+            self._begin(protocol, cycle, app)
         else:
             self._waiting.append((protocol, cycle, app))
+
+    def _begin(self, protocol: HttpToolsProtocol, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._started += 1
+        if self._started == self._per_tick:
+            self._loop.call_soon(self._tick)  # the next group starts after the next poll
+        HttpToolsProtocol._start_asgi_task(protocol, cycle, app)
 
     def _tick(self) -> None:
         self._started = 0
@@ -92,10 +99,7 @@ class _Pacer:
             protocol, cycle, app = self._waiting.popleft()
             if cycle.disconnected:
                 continue  # the client left while waiting: nothing to do for it
-            if self._started == 0:
-                self._loop.call_soon(self._tick)
-            self._started += 1
-            HttpToolsProtocol._start_asgi_task(protocol, cycle, app)
+            self._begin(protocol, cycle, app)
 
 
 class _Refused(Exception):
