@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gateway.adapters.local.catalog import EMBEDDING_MODEL, MODERATION_MODEL, TTS_MODEL
 from gateway.adapters.local.embedding import _encode, load_e5
 from gateway.adapters.local.runtime import LocalModels
 from gateway.adapters.local.slot import ModelSlot, _loaded
+from gateway.catalog import EMBEDDING_MODEL, MODERATION_MODEL, TTS_MODEL
 
 
 async def _timed(calls: int, call: Callable[[], Awaitable[Any]]) -> list[float]:

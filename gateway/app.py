@@ -23,10 +23,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.adapters.litellm_loader import load_litellm
-from gateway.adapters.local.catalog import is_local, preload_list
 from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.setup import build_embedding_cache
+from gateway.catalog import is_local, preload_list
 from gateway.config import GatewayConfig
 from gateway.console import CONSOLE_PREFIX, Console
 from gateway.console.guard import KeyGuard

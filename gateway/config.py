@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from gateway.adapters.local.catalog import LOCAL_MODELS, is_local
+from gateway.catalog import LOCAL_MODELS, is_local
 from gateway.serverless.config import ServerlessConfig
 
 ModelType = Literal[

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-from gateway.adapters.local.catalog import EMBEDDED_MODELS
+from gateway.catalog import EMBEDDED_MODELS
 from gateway.trace import Trace
 
 # The "_created" timestamp series prometheus-client adds to every counter and histogram

@@ -29,9 +29,9 @@ from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
 from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
 from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
-from gateway.adapters.local.catalog import is_local
 from gateway.adapters.native_rerank import NativeRerank, native_rerank
 from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding, native_openai
+from gateway.catalog import is_local
 from gateway.errors import NoRoute
 from gateway.routing import Target
 

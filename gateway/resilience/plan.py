@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TypeVar
 
-from gateway.adapters.local.catalog import is_local
+from gateway.catalog import is_local
 from gateway.config import RetryConfig
 from gateway.errors import (
     GatewayError,

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.adapters.local.catalog import LOCAL_MODELS
+from gateway.catalog import LOCAL_MODELS
 from gateway.config import default_routes
 from tests.support.client import invoke_body, post_stream
 from tests.support.daemon import read_unary_reply

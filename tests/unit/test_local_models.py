@@ -32,17 +32,17 @@ from gateway.adapters.base import (
     UpstreamContext,
 )
 from gateway.adapters.local.audio_decode import decode_to_pcm16k
-from gateway.adapters.local.catalog import (
+from gateway.adapters.local.moderation import CATEGORIES, classify
+from gateway.adapters.local.runtime import LocalModels
+from gateway.adapters.local.speech import load_espeak
+from gateway.audio import FLAC, M4A, MP3, OGG, WAV, WEBM, sniff_audio
+from gateway.catalog import (
     EMBEDDING_MODEL,
     INSTALL_HINT,
     MODERATION_MODEL,
     STT_MODEL,
     TTS_MODEL,
 )
-from gateway.adapters.local.moderation import CATEGORIES, classify
-from gateway.adapters.local.runtime import LocalModels
-from gateway.adapters.local.speech import load_espeak
-from gateway.audio import FLAC, M4A, MP3, OGG, WAV, WEBM, sniff_audio
 from gateway.config import TargetConfig
 from gateway.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from gateway.routing import Target
@@ -632,8 +632,8 @@ async def test_a_busy_transcriber_does_not_delay_embeddings(models: LocalModels)
 
 
 def test_models_loaded_on_demand_report_a_missing_install_at_once() -> None:
-    from gateway.adapters.local.catalog import ON_DEMAND_MODELS, REQUIRED_PACKAGES, STT_MODEL, preload_list
     from gateway.adapters.local.slot import ModelSlot
+    from gateway.catalog import ON_DEMAND_MODELS, REQUIRED_PACKAGES, STT_MODEL, preload_list
 
     routed = ["local/espeak-ng", STT_MODEL]
     assert STT_MODEL in ON_DEMAND_MODELS

@@ -30,7 +30,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from gateway.adapters.local.catalog import INSTALL_HINT
+from gateway.catalog import INSTALL_HINT
 from gateway.errors import GatewayError
 
 

@@ -14,9 +14,9 @@ from gateway.adapters.base import (
     ScoredDoc,
     UpstreamContext,
 )
-from gateway.adapters.local.catalog import EMBEDDING_MODEL
 from gateway.adapters.local.guards import clean_text
 from gateway.adapters.local.slot import ModelSlot
+from gateway.catalog import EMBEDDING_MODEL
 from gateway.errors import BadRequest
 
 if TYPE_CHECKING:

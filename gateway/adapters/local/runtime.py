@@ -12,18 +12,18 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.adapters.local.catalog import (
+from gateway.adapters.local.embedding import E5Engine, LocalEmbedding
+from gateway.adapters.local.moderation import LocalModeration, Rules
+from gateway.adapters.local.slot import ModelSlot, RestartHook
+from gateway.adapters.local.speech import Espeak, LocalSpeech
+from gateway.adapters.local.transcription import LocalTranscription, WhisperEngine
+from gateway.catalog import (
     EMBEDDING_MODEL,
     MODERATION_MODEL,
     REQUIRED_PACKAGES,
     STT_MODEL,
     TTS_MODEL,
 )
-from gateway.adapters.local.embedding import E5Engine, LocalEmbedding
-from gateway.adapters.local.moderation import LocalModeration, Rules
-from gateway.adapters.local.slot import ModelSlot, RestartHook
-from gateway.adapters.local.speech import Espeak, LocalSpeech
-from gateway.adapters.local.transcription import LocalTranscription, WhisperEngine
 
 
 def default_stt_threads() -> int:

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from gateway.adapters.local.catalog import INSTALL_HINT
 from gateway.adapters.local.process import (
     ChildCrashed,
     ChildFailed,
@@ -36,6 +35,7 @@ from gateway.adapters.local.process import (
     ModelProcess,
     pack,
 )
+from gateway.catalog import INSTALL_HINT
 from gateway.errors import GatewayError, ModelCrashed, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger("dify_gateway.local")

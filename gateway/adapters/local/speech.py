@@ -11,9 +11,9 @@ import threading
 from typing import Any
 
 from gateway.adapters.base import SpeechCall, SpeechOutput
-from gateway.adapters.local.catalog import TTS_MODEL
 from gateway.adapters.local.guards import speech_text
 from gateway.adapters.local.slot import ModelSlot
+from gateway.catalog import TTS_MODEL
 from gateway.errors import BadRequest, UpstreamUnavailable
 
 DEFAULT_VOICE = "en-us"

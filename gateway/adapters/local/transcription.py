@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from gateway.adapters.base import AudioFormat, TranscriptionCall
 from gateway.adapters.local.audio_decode import decode_to_pcm16k
-from gateway.adapters.local.catalog import STT_MODEL
 from gateway.adapters.local.slot import ModelSlot
+from gateway.catalog import STT_MODEL
 from gateway.errors import BadRequest
 
 if TYPE_CHECKING:
