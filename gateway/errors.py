@@ -2,8 +2,10 @@
 
     GatewayError                  any failure that reaches the caller as a clear message
     ├── BadRequest        400     the request body is not a valid invocation
-    ├── Unauthorized      401     missing or wrong X-Inner-Api-Key
+    ├── Unauthorized      401     missing or wrong key (X-Inner-Api-Key, admin or serverless key)
+    ├── Forbidden         403     a serverless session with no tenant
     ├── NotFound          404     no such path
+    ├── MethodNotAllowed  405     a method the path does not serve
     ├── PayloadTooLarge   413     the body exceeds server.max_body_bytes
     ├── Overloaded        429     server.max_in_flight invocations are already in flight
     ├── NoRoute           404     no route serves this type/provider/model
@@ -42,8 +44,16 @@ class Unauthorized(GatewayError):
     status = 401
 
 
+class Forbidden(GatewayError):
+    status = 403
+
+
 class NotFound(GatewayError):
     status = 404
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
 
 
 class PayloadTooLarge(GatewayError):

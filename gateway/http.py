@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized, UpstreamError
-from gateway.protocol.envelope import error_body, error_frame, ok_body
+from gateway.protocol.envelope import data_frame, error_body, error_frame, ok_body
 from gateway.trace import current_trace
 
 log = logging.getLogger("dify_gateway")
@@ -166,13 +166,14 @@ def internal_error_response() -> Response:
 
 
 async def stream_response(
-    frames: AsyncIterator[bytes],
+    chunks: AsyncIterator[Any],
     redact: Callable[[str], str],
     upstream_errors_in_stream: bool = False,
     receive: Receive | None = None,
     whole: bool = False,
 ) -> Response:
-    """A framed stream whose first frame is awaited before the status is sent.
+    """A framed stream of a service's result chunks, each one frame, whose first chunk is
+    awaited before the status is sent. Only here do the chunks become the daemon's frames.
 
     ``whole``: the reply is known to be short (a non-streamed LLM answer is one frame), so
     every frame is gathered first and sent as one chunk with the stream's end: the same
@@ -188,14 +189,14 @@ async def stream_response(
     """
     watch = DisconnectWatch(receive) if receive is not None else None
     try:
-        # StopAsyncIteration cannot happen: every reply has a frame.
-        first = await anext(frames)
+        # StopAsyncIteration cannot happen: every reply has a chunk.
+        first = data_frame(await anext(chunks))
     except asyncio.CancelledError:
         if watch is None or not watch.hung_up():
             if watch is not None:
                 watch.stop()
             raise
-        await _close(frames)
+        await _close(chunks)
         raise ClientGone from None
     except BaseException as exc:
         if watch is not None:
@@ -207,30 +208,30 @@ async def stream_response(
         _stream_failed()
         return FramedStream(error_frame(message), None, redact, None)
     if whole:
-        return await _gathered(first, frames, redact, watch)
-    return FramedStream(first, frames, redact, watch)
+        return await _gathered(first, chunks, redact, watch)
+    return FramedStream(first, chunks, redact, watch)
 
 
 async def _gathered(
-    first: bytes, frames: AsyncIterator[bytes], redact: Callable[[str], str], watch: DisconnectWatch | None
+    first: bytes, chunks: AsyncIterator[Any], redact: Callable[[str], str], watch: DisconnectWatch | None
 ) -> Response:
     """The rest of a short reply's frames, gathered into one ``FramedStream`` chunk."""
-    chunks = [first]
+    frames = [first]
 
     async def collect(frame: bytes) -> None:
-        chunks.append(frame)
+        frames.append(frame)
 
     try:
-        await _send_frames(frames, collect, redact)
+        await _send_frames(chunks, collect, redact)
     except asyncio.CancelledError:
         if watch is None or not watch.hung_up():
             raise
-        await _close(frames)
+        await _close(chunks)
         raise ClientGone from None
     finally:
         if watch is not None:
             watch.stop()
-    return FramedStream(b"".join(chunks), None, redact, None)
+    return FramedStream(b"".join(frames), None, redact, None)
 
 
 class FramedStream(StreamingResponse):
@@ -244,14 +245,14 @@ class FramedStream(StreamingResponse):
     def __init__(
         self,
         first: bytes,
-        frames: AsyncIterator[bytes] | None,
+        chunks: AsyncIterator[Any] | None,
         redact: Callable[[str], str],
         watch: DisconnectWatch | None,
     ) -> None:
         super().__init__(_no_frames(), media_type=STREAM_MEDIA_TYPE)
         self._first = first
-        self._frames = frames
-        self.complete = frames is None  # every byte is known: nothing more comes from upstream
+        self._chunks = chunks
+        self.complete = chunks is None  # every byte is known: nothing more comes from upstream
         self._redact = redact
         self._watch = watch
 
@@ -259,37 +260,37 @@ class FramedStream(StreamingResponse):
         watch = self._watch
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            if self._frames is None:  # all of it: one chunk with the end of the stream
+            if self._chunks is None:  # all of it: one chunk with the end of the stream
                 await send({"type": "http.response.body", "body": self._first, "more_body": False})
                 return
             await send({"type": "http.response.body", "body": self._first, "more_body": True})
-            await self._send_rest(self._frames, send)
+            await self._send_rest(self._chunks, send)
         except asyncio.CancelledError:
             if watch is None or not watch.hung_up():
                 raise
             _stream_abandoned()
-            if self._frames is not None:
-                await _close(self._frames)
+            if self._chunks is not None:
+                await _close(self._chunks)
             return  # nobody is listening: no final chunk
         finally:
             if watch is not None:
                 watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send_rest(self, frames: AsyncIterator[bytes], send: Send) -> None:
+    async def _send_rest(self, chunks: AsyncIterator[Any], send: Send) -> None:
         async def send_frame(frame: bytes) -> None:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
 
-        await _send_frames(frames, send_frame, self._redact)
+        await _send_frames(chunks, send_frame, self._redact)
 
 
 async def _send_frames(
-    frames: AsyncIterator[bytes], send_frame: Callable[[bytes], Awaitable[None]], redact: Callable[[str], str]
+    chunks: AsyncIterator[Any], send_frame: Callable[[bytes], Awaitable[None]], redact: Callable[[str], str]
 ) -> None:
-    """Every frame to ``send_frame``; a failure after the first frame is one final error frame."""
+    """Every chunk as a frame to ``send_frame``; a failure after the first frame is one final error frame."""
     try:
-        async for frame in frames:
-            await send_frame(frame)
+        async for chunk in chunks:
+            await send_frame(data_frame(chunk))
     except GatewayError as exc:
         message = redact(exc.message)
         log.warning("stream failed after it started: %s", message)
@@ -306,8 +307,8 @@ async def _no_frames() -> AsyncIterator[bytes]:
     yield  # an async generator with nothing in it (the frames are sent by __call__)
 
 
-async def _close(frames: AsyncIterator[bytes]) -> None:
-    aclose = getattr(frames, "aclose", None)
+async def _close(chunks: AsyncIterator[Any]) -> None:
+    aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()
 

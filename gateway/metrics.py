@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import TypeAlias
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,6 +20,10 @@ from gateway import __version__
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.cache.store import StoreStats, VectorStore
 from gateway.resilience.health import TargetHealth
+from gateway.status import GatewayStatus
+
+# The registry type, for modules that must not import prometheus_client themselves.
+Registry: TypeAlias = CollectorRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BREAKER_STATES = ("closed", "open", "half-open")
@@ -155,7 +159,9 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def build_registry(cache: EmbeddingCache | None, gateway: _Live | None = None) -> CollectorRegistry:
+def build_registry(
+    cache: EmbeddingCache | None, health: TargetHealth | None = None, status: GatewayStatus | None = None
+) -> Registry:
     """The registry /metrics renders: this process's live state (cache, breakers, in flight)
     and, with several workers, every worker's request metrics summed from the shared files."""
     registry = CollectorRegistry(auto_describe=False)
@@ -164,25 +170,10 @@ def build_registry(cache: EmbeddingCache | None, gateway: _Live | None = None) -
     registry.register(BuildInfoCollector())
     if cache is not None:
         registry.register(EmbeddingCacheCollector(cache))
-    if gateway is not None:
-        registry.register(
-            ResilienceCollector(gateway.health, lambda: gateway.in_flight, lambda: gateway.drain.draining)
-        )
+    if health is not None and status is not None:
+        live = status
+        registry.register(ResilienceCollector(health, lambda: live.in_flight, lambda: live.draining))
     return registry
-
-
-class _Live(Protocol):
-    """What the metrics read from the app."""
-
-    health: TargetHealth
-    in_flight: int
-
-    @property
-    def drain(self) -> _Draining: ...
-
-
-class _Draining(Protocol):
-    draining: bool
 
 
 def render(registry: CollectorRegistry) -> bytes:

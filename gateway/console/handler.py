@@ -3,7 +3,7 @@
 The page (HTML, CSS, JS: no data in them) is served to anyone who can reach the port; every
 piece of data comes from ``/console/api/*``, which needs the admin key as ``X-Admin-Key``
 or ``Authorization: Bearer``. Wrong keys are throttled per client address
-(``gateway.console.guard``). With the console disabled none of these paths exist (404).
+(``gateway.key_guard``). With the console disabled none of these paths exist (404).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import os
 import time
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.types import ASGIApp
 
 from gateway.console.aggregate import merge_errors, merge_status, worker_summaries
 from gateway.console.publish import PUBLISH_INTERVAL_S, read_snapshots, remove_snapshot, write_snapshot
@@ -30,11 +31,11 @@ from gateway.console.status import build_status
 from gateway.console.tryit import plan_try, run_try
 from gateway.errors import GatewayError, NotFound, Unauthorized
 from gateway.http import JSON_MEDIA_TYPE, error_response, parse_json_object, read_body
+from gateway.key_guard import KeyGuard
 from gateway.metrics import multiprocess_dir
+from gateway.services import Services
+from gateway.status import GatewayStatus
 from gateway.trace import Trace
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 log = logging.getLogger("dify_gateway")
 
@@ -84,20 +85,23 @@ def load_assets() -> dict[str, Asset]:
 
 
 class Console:
-    def __init__(self, gateway: Gateway) -> None:
-        config = gateway.config
-        inner = config.dify.inner_api_key
-        if inner is None:
-            raise ValueError("no inner API key configured")
-        admin = config.console.admin_key or inner  # documented: the inner key when no admin key is set
-        self._gateway = gateway
-        self._admin_key = admin.get_secret_value().encode()
-        self._inner_key = inner.get_secret_value().encode()
+    """The console's pages and JSON API. ``app`` is the gateway's public ASGI entry: a try
+    runs through it exactly as the daemon's request would."""
+
+    def __init__(self, services: Services, status: GatewayStatus, app: ASGIApp, key_guard: KeyGuard) -> None:
+        config = services.config
+        admin = config.console.admin_key
+        # documented: the inner key when no admin key is set
+        self._admin_key = admin.get_secret_value().encode() if admin is not None else services.inner_api_key
+        self._inner_key = services.inner_api_key
+        self._services = services
+        self._status = status
+        self._app = app
         self._max_body = config.server.max_body_bytes
         self._assets = load_assets()
         # Shared with /status/targets: one budget of wrong keys per address.
-        self._guard = gateway.key_guard
-        self.state = ConsoleState(gateway.redactor)
+        self._guard = key_guard
+        self.state = ConsoleState(services.redactor)
         self._publisher: asyncio.Task[None] | None = None
         self._api = {
             "/api/status": ("GET", self.status),
@@ -158,7 +162,7 @@ class Console:
         return {
             "pid": os.getpid(),
             "written_at": time.time(),
-            "status": build_status(self._gateway, self.state),
+            "status": build_status(self._services, self._status, self.state),
             "errors": self.state.recent_errors(),
         }
 
@@ -191,7 +195,7 @@ class Console:
         method, handler = api
         refused = self._guard.refusal(request, "console", _API_HEADERS)
         if refused is not None:
-            return refused  # before the key is compared: see gateway.console.guard
+            return refused  # before the key is compared: see gateway.key_guard
         supplied = _supplied_key(request)
         # Constant-time compare, so response timing does not reveal how much of a guess matched.
         if supplied is None or not hmac.compare_digest(supplied.encode(), self._admin_key):
@@ -209,7 +213,7 @@ class Console:
         try:
             return await handler(request)
         except GatewayError as exc:
-            exc.message = self._gateway.redactor(exc.message)
+            exc.message = self._services.redactor(exc.message)
             return _api_error(exc)
 
     def _asset(self, request: Request, name: str) -> Response:
@@ -236,7 +240,7 @@ class Console:
     async def status(self, request: Request) -> Response:
         instance = self._instance(request)
         if instance is None:
-            return _json(build_status(self._gateway, self.state))
+            return _json(build_status(self._services, self._status, self.state))
         own, snapshots = instance
         return _json(merge_status(own["status"], snapshots))
 
@@ -253,9 +257,9 @@ class Console:
 
     async def try_it(self, request: Request) -> Response:
         data = parse_json_object(await read_body(request, self._max_body))
-        plan = plan_try(self._gateway, data)
+        plan = plan_try(self._services, data)
         return StreamingResponse(
-            run_try(self._gateway, plan, self._inner_key),
+            run_try(self._app, plan, self._inner_key),
             media_type=NDJSON_MEDIA_TYPE,
             # Proxies such as nginx must pass each line on as it comes, not buffer the reply.
             headers={**_API_HEADERS, "x-accel-buffering": "no"},

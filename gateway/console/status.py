@@ -1,4 +1,4 @@
-"""The console's status document, built from the live app.
+"""The console's status document, built from the services and the app's status.
 
 No secrets: keys appear only as ``"<set>"``, addresses as ``scheme://host:port`` (no user
 info, path or query), and backends' error messages pass through the app's redactor.
@@ -20,9 +20,10 @@ from gateway.config import TargetConfig
 from gateway.metrics import multiprocess_dir
 from gateway.resilience.health import TargetState
 from gateway.routing import target_key
+from gateway.services import Services
+from gateway.status import GatewayStatus
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
     from gateway.console.state import ConsoleState
 
 _STATE_ORDER = {"open": 3, "half-open": 2, "closed": 1, "idle": 0}
@@ -51,14 +52,14 @@ def _public_key(key: str) -> str:
     return key
 
 
-def build_status(gateway: Gateway, state: ConsoleState) -> dict[str, Any]:
-    config = gateway.config
+def build_status(services: Services, status: GatewayStatus, state: ConsoleState) -> dict[str, Any]:
+    config = services.config
     now = time.time()
-    health = _health_by_label(gateway)
-    redact = gateway.redactor
+    health = _health_by_label(services)
+    redact = services.redactor
     route_traffic = state.route_traffic()
     routes = []
-    for route, described in zip(config.routes, gateway.routes.describe(), strict=True):
+    for route, described in zip(config.routes, services.routes.describe(), strict=True):
         routes.append(
             {
                 "route": described["route"],
@@ -75,7 +76,7 @@ def build_status(gateway: Gateway, state: ConsoleState) -> dict[str, Any]:
                 "fallbacks": [_target(t, True, health, redact) for t in route.fallbacks],
             }
         )
-    backends = gateway.health.snapshot()
+    backends = services.health.snapshot()
     for row in backends:
         row["target"] = _public_key(str(row["target"]))
         if isinstance(row.get("last_error"), str):
@@ -88,20 +89,20 @@ def build_status(gateway: Gateway, state: ConsoleState) -> dict[str, Any]:
         # (gateway.console.aggregate) unless asked for the answering worker's own.
         "pid": os.getpid(),
         "multiprocess": multiprocess_dir() is not None,
-        "started_at": round(gateway.started_at, 3),
-        "uptime_s": round(now - gateway.started_at, 1),
+        "started_at": round(status.started_at, 3),
+        "uptime_s": round(now - status.started_at, 1),
         "now": round(now, 3),
-        "ready": gateway.ready,
-        "draining": gateway.drain.draining,
-        "in_flight": gateway.in_flight,
+        "ready": status.ready,
+        "draining": status.draining,
+        "in_flight": status.in_flight,
         "max_in_flight": config.server.max_in_flight,
         "traffic": state.traffic(),
         "errors_total": state.errors_total,
         "routes": routes,
         "backends": backends,
-        "shared_breakers": gateway.shared_breakers is not None,
-        "cache": _cache(gateway),
-        "embedded_models": gateway.backends.local_status(),
+        "shared_breakers": services.shared_breakers is not None,
+        "cache": _cache(services),
+        "embedded_models": services.backends.local_status(),
         "forwarding": {
             "dify_api_url": public_address(config.dify.api_url),
             "passthrough": config.dify.passthrough and config.dify.api_url is not None,
@@ -112,10 +113,10 @@ def build_status(gateway: Gateway, state: ConsoleState) -> dict[str, Any]:
     }
 
 
-def _health_by_label(gateway: Gateway) -> dict[str, list[TargetState]]:
+def _health_by_label(services: Services) -> dict[str, list[TargetState]]:
     """Backends by the configured target they came from (``openai/{model}`` has one per model)."""
     found: dict[str, list[TargetState]] = {}
-    for state in gateway.health.states():
+    for state in services.health.states():
         found.setdefault(state.label, []).append(state)
     return found
 
@@ -154,9 +155,9 @@ def _target(
     return row
 
 
-def _cache(gateway: Gateway) -> dict[str, Any]:
-    cache: EmbeddingCache | None = gateway.embedding_cache
-    settings = gateway.config.cache
+def _cache(services: Services) -> dict[str, Any]:
+    cache: EmbeddingCache | None = services.embedding_cache
+    settings = services.config.cache
     if cache is None:
         return {"enabled": False}
     stats = cache.stats

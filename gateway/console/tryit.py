@@ -1,7 +1,7 @@
 """The try-it panel: a simple form turned into the daemon's request, run through the app.
 
-The request goes through ``Gateway._counted`` exactly as the plugin daemon's would (inner
-API key, routing, retries, metrics, the request log line), in process. Its reply is read
+The request goes through the gateway's public ASGI entry exactly as the plugin daemon's
+would (inner API key, routing, retries, metrics, the request log line), in process. Its reply is read
 the way the daemon reads it (length-prefixed frames for streams, one JSON envelope
 otherwise) and passed on to the browser as NDJSON events, each stamped with the
 milliseconds since the try started, so the page shows a stream as it arrives.
@@ -19,23 +19,23 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import Message
+from starlette.types import ASGIApp, Message
 
 from gateway.config import RouteConfig
+from gateway.endpoints import BY_MODEL_TYPE
 from gateway.errors import BadRequest
 from gateway.http import parse_model
 from gateway.protocol.framing import FrameDecodeError, FrameDecoder
 from gateway.routing import normalize_provider
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.services import Services
 
 log = logging.getLogger("dify_gateway")
 
+# The model types of gateway.endpoints a form can be made for (not structured output or summary).
 TryType = Literal[
     "llm", "text-embedding", "multimodal-embedding", "rerank", "multimodal-rerank", "tts", "speech2text", "moderation"
 ]
@@ -73,29 +73,30 @@ class TryPlan:
     route: str | None  # the label of the route that will serve it (None: no route matches)
 
 
-def plan_try(gateway: Gateway, data: dict[str, Any]) -> TryPlan:
+def plan_try(services: Services, data: dict[str, Any]) -> TryPlan:
     """The daemon's request for the form, or ``BadRequest`` with what to fix."""
     form = parse_model(TryInput, data)
-    route = _route(gateway, form)
+    endpoint = BY_MODEL_TYPE[form.type]
+    route = _route(services, form)
     provider = (form.provider or "").strip() or (_example(route.match.provider, "openai") if route else "openai")
     model = (form.model or "").strip() or (_example(route.match.model, "any") if route else "any")
     tenant = (form.tenant_id or "").strip() or (route.match.tenants[0] if route and route.match.tenants else TENANT)
     body: dict[str, Any] = {
         "tenant_id": tenant,
         "user_id": TENANT,
-        "type": form.type.replace("-", "_"),
+        "type": endpoint.invoke_type,
         "provider": normalize_provider(provider),
         "model": model,
         **_fields(form),
     }
-    resolution = gateway.routes.resolve(form.type, provider, model, tenant)
-    return TryPlan(f"/inner/api/invoke/{form.type}", body, resolution.route_label if resolution else None)
+    resolution = services.routes.resolve(form.type, provider, model, tenant)
+    return TryPlan(f"/inner/api/{endpoint.path}", body, resolution.route_label if resolution else None)
 
 
-def _route(gateway: Gateway, form: TryInput) -> RouteConfig | None:
+def _route(services: Services, form: TryInput) -> RouteConfig | None:
     if not form.route:
         return None
-    for config, described in zip(gateway.config.routes, gateway.routes.describe(), strict=True):
+    for config, described in zip(services.config.routes, services.routes.describe(), strict=True):
         if described["route"] == form.route:
             if form.type not in config.match.types:
                 raise BadRequest(f"route {form.route!r} does not serve {form.type} (it serves {config.match.types})")
@@ -194,7 +195,7 @@ def _shown(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-async def run_try(gateway: Gateway, plan: TryPlan, inner_key: bytes) -> AsyncIterator[bytes]:
+async def run_try(app: ASGIApp, plan: TryPlan, inner_key: bytes) -> AsyncIterator[bytes]:
     """NDJSON events: request, response, frame... or envelope, end (and error on a failure)."""
     started = time.perf_counter()
 
@@ -243,7 +244,7 @@ async def run_try(gateway: Gateway, plan: TryPlan, inner_key: bytes) -> AsyncIte
 
     async def serve() -> None:
         try:
-            await gateway._counted(scope, receive, send)
+            await app(scope, receive, send)
         finally:
             messages.put_nowait(None)
 

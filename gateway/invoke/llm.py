@@ -1,4 +1,4 @@
-"""``/invoke/llm`` and ``/invoke/llm/structured-output``: route, call, and frame the reply."""
+"""``/invoke/llm`` and ``/invoke/llm/structured-output``: route, call, and build the reply's chunks."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from gateway.adapters.registry import Backends
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.invoke import chat_request
 from gateway.invoke.common import resolve, target_prices, within
-from gateway.invoke.llm_reply import ChunkWriter, ToolCallAssembler, estimate_tokens, llm_usage
+from gateway.invoke.llm_reply import ChunkBuilder, ToolCallAssembler, estimate_tokens, llm_usage
 from gateway.invoke.structured import apply_schema, parse_object, use_native
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import LLMInvokeRequest, StructuredOutputInvokeRequest
+from gateway.protocol.results import LLMChunk
 from gateway.resilience.plan import AttemptPlan, Resilience, stream_attempts
 from gateway.routing import Resolution, RouteTable, Target
 from gateway.trace import current_trace
@@ -52,11 +53,11 @@ class LLMService:
             apply_schema(call, request.structured_output_schema, native)
         return call
 
-    def frames(self, request: LLMInvokeRequest) -> AsyncIterator[bytes]:
-        """The reply frames. Raises ``GatewayError`` (routing errors at once, upstream ones
-        from the iterator); the caller maps it to the wire.
+    def chunks(self, request: LLMInvokeRequest) -> AsyncGenerator[LLMChunk, None]:
+        """The reply's result chunks (one frame each on the wire). Raises ``GatewayError``
+        (routing errors at once, upstream ones from the iterator); the caller maps it to the wire.
 
-        Attempts follow the route's plan until one succeeds, but only while no frame has
+        Attempts follow the route's plan until one succeeds, but only while no chunk has
         been yielded: once a byte may have reached the daemon, nothing is retried or
         switched, and a later failure ends the stream (the caller's final error frame).
         """
@@ -68,14 +69,14 @@ class LLMService:
 
     async def _attempt(
         self, request: LLMInvokeRequest, resolution: Resolution, target: Target, plan: AttemptPlan, started: float
-    ) -> AsyncGenerator[bytes, None]:
-        """One attempt's frames against ``target``."""
+    ) -> AsyncGenerator[LLMChunk, None]:
+        """One attempt's chunks against ``target``."""
         structured = isinstance(request, StructuredOutputInvokeRequest)
         call = self._call(request, resolution, target, plan.ceiling(target))
         where = call.context.describe(target)
         await within(self._backends.ready(target), plan.remaining(target), where)
         # A fallback answers with another model; the reply says which.
-        writer = ChunkWriter(target.model_name if target.fallback else request.model, structured, started)
+        builder = ChunkBuilder(target.model_name if target.fallback else request.model, structured, started)
         tools = ToolCallAssembler()
         text: list[str] = []
         usage: TokenUsage | None = None
@@ -98,7 +99,7 @@ class LLMService:
                 if event is None:
                     break
                 if event.system_fingerprint:
-                    writer.system_fingerprint = event.system_fingerprint
+                    builder.system_fingerprint = event.system_fingerprint
                 if event.usage is not None:
                     usage = event.usage
                 if event.tool_calls:
@@ -108,7 +109,7 @@ class LLMService:
                 if event.text:
                     text.append(event.text)
                     if request.stream:
-                        yield writer.frame(event.text)
+                        yield builder.chunk(event.text)
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 
@@ -127,14 +128,14 @@ class LLMService:
         usage_dict = llm_usage(usage, target_prices(target, self._model_map), time.monotonic() - started)
 
         if request.stream:
-            yield writer.frame("", tool_calls, usage_dict, finish_reason or "stop")
+            yield builder.chunk("", tool_calls, usage_dict, finish_reason or "stop")
             if structured:
-                yield writer.structured_frame(parse_object(full_text, where))
+                yield builder.structured_chunk(parse_object(full_text, where))
         elif structured:
             parsed = parse_object(full_text, where)
-            yield writer.structured_frame(parsed, full_text, tool_calls, usage_dict, "")
+            yield builder.structured_chunk(parsed, full_text, tool_calls, usage_dict, "")
         else:
-            yield writer.frame(full_text, tool_calls, usage_dict, "")
+            yield builder.chunk(full_text, tool_calls, usage_dict, "")
 
 
 class _EventClock:

@@ -1,4 +1,4 @@
-"""Builds the daemon's LLM result chunks from upstream events.
+"""Builds the daemon's LLM result chunks from upstream events (framed at the HTTP edge).
 
 Rules the daemon and the SDK impose (spec 4.1, 8): content is a string, tool_calls is a
 list of complete calls emitted together in one chunk, usage appears on exactly one chunk
@@ -15,7 +15,6 @@ from decimal import Decimal
 from gateway.adapters.base import TokenUsage, ToolCallDelta
 from gateway.errors import UpstreamUnavailable
 from gateway.pricing import Prices, decimal_str, price
-from gateway.protocol.envelope import data_frame
 from gateway.protocol.results import (
     LLMResultChunkDict,
     LLMStructuredChunkDict,
@@ -89,8 +88,8 @@ def llm_usage(usage: TokenUsage, prices: Prices | None, latency: float) -> LLMUs
     }
 
 
-class ChunkWriter:
-    """Encodes one reply's chunks as frames, numbering ``delta.index``."""
+class ChunkBuilder:
+    """Builds one reply's result chunks (one frame each, at the HTTP edge), numbering ``delta.index``."""
 
     def __init__(self, model: str, structured: bool, started: float | None = None) -> None:
         self.model = model
@@ -119,29 +118,28 @@ class ChunkWriter:
             },
         }
 
-    def frame(
+    def chunk(
         self,
         content: str,
         tool_calls: list[ToolCallDict] | None = None,
         usage: LLMUsageDict | None = None,
         finish_reason: str | None = None,
-    ) -> bytes:
+    ) -> LLMResultChunkDict | LLMStructuredChunkDict:
         chunk = self._chunk(content, tool_calls or [], usage, finish_reason, self._index)
         self._index += 1
         if self.structured:
             structured: LLMStructuredChunkDict = {**chunk, "structured_output": None}
-            return data_frame(structured)
-        return data_frame(chunk)
+            return structured
+        return chunk
 
-    def structured_frame(
+    def structured_chunk(
         self,
         structured_output: dict[str, object],
         content: str = "",
         tool_calls: list[ToolCallDict] | None = None,
         usage: LLMUsageDict | None = None,
         finish_reason: str | None = None,
-    ) -> bytes:
-        """The frame carrying the parsed object (index 0, as Dify sends it)."""
+    ) -> LLMStructuredChunkDict:
+        """The chunk carrying the parsed object (index 0, as Dify sends it)."""
         chunk = self._chunk(content, tool_calls or [], usage, finish_reason, 0)
-        result: LLMStructuredChunkDict = {**chunk, "structured_output": structured_output}
-        return data_frame(result)
+        return {**chunk, "structured_output": structured_output}

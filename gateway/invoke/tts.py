@@ -1,4 +1,4 @@
-"""``/invoke/tts``: a framed stream of hex audio, first audio before the whole text is done.
+"""``/invoke/tts``: a stream of hex audio chunks, first audio before the whole text is done.
 
 The text is split at sentence boundaries; a few pieces are synthesised ahead, concurrently,
 and their audio is framed strictly in text order. So the first frame goes out as soon as
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from gateway.adapters.base import SpeechCall, SpeechOutput, UpstreamContext
@@ -21,8 +21,8 @@ from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.invoke.common import resolve, upstream_context
 from gateway.invoke.limits import Limits
 from gateway.invoke.text_split import speech_pieces
-from gateway.protocol.envelope import data_frame
 from gateway.protocol.requests import TTSInvokeRequest
+from gateway.protocol.results import TTSChunkDict
 from gateway.resilience.plan import AttemptPlan, Resilience, stream_attempts
 from gateway.routing import RouteTable, Target
 
@@ -34,10 +34,10 @@ LOOKAHEAD = 3
 SPLIT_INLINE_CHARS = 4000
 
 
-def audio_frames(output: SpeechOutput) -> list[bytes]:
+def audio_chunks(output: SpeechOutput) -> list[TTSChunkDict]:
     audio = output.audio
     return [
-        data_frame({"result": audio[i : i + FRAME_AUDIO_BYTES].hex(), "mime_type": output.mime_type})
+        {"result": audio[i : i + FRAME_AUDIO_BYTES].hex(), "mime_type": output.mime_type}
         for i in range(0, len(audio), FRAME_AUDIO_BYTES)
     ]
 
@@ -51,10 +51,10 @@ class TTSService:
         self._backends = backends
         self._resilience = resilience
 
-    def frames(self, request: TTSInvokeRequest) -> AsyncIterator[bytes]:
+    def chunks(self, request: TTSInvokeRequest) -> AsyncGenerator[TTSChunkDict, None]:
         """Resolve now (so routing errors come before the stream), synthesise lazily.
 
-        Another target (or a retry) may take over only until the first audio frame is out:
+        Another target (or a retry) may take over only until the first audio chunk is out:
         after that, switching would change the voice mid-sentence or repeat audio.
         """
         resolution = resolve(self._routes, "tts", request.provider, request.model, request.tenant_id)
@@ -66,9 +66,9 @@ class TTSService:
 
     async def _split_then_speak(
         self, request: TTSInvokeRequest, context: UpstreamContext, plan: AttemptPlan
-    ) -> AsyncGenerator[bytes, None]:
+    ) -> AsyncGenerator[TTSChunkDict, None]:
         """Split the text (off the event loop when long), then the first attempt that succeeds.
-        Raised before the first frame, "nothing to speak" is still a non-200 reply."""
+        Raised before the first chunk, "nothing to speak" is still a non-200 reply."""
         text = request.content_text
         # The split is linear in the text: ~25 ms for 100,000 characters, more for odd ones.
         if len(text) <= SPLIT_INLINE_CHARS:
@@ -79,13 +79,13 @@ class TTSService:
             raise BadRequest("invalid payload: content_text has nothing to speak")
         async with aclosing(
             stream_attempts(plan, lambda target: self._speak(target, context, pieces, request.voice, plan))
-        ) as frames:
-            async for frame in frames:
-                yield frame
+        ) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def _speak(
         self, target: Target, context: UpstreamContext, pieces: list[str], voice: str, plan: AttemptPlan
-    ) -> AsyncGenerator[bytes, None]:
+    ) -> AsyncGenerator[TTSChunkDict, None]:
         where = context.describe(target)
         limit_s = plan.remaining(target)
         deadline = time.monotonic() + limit_s
@@ -103,9 +103,9 @@ class TTSService:
                 except TimeoutError:
                     # The attempt's limit, not what was left of it for this piece ("0 s").
                     raise plan.timed_out(target, limit_s) from None
-                for frame in audio_frames(output):
+                for chunk in audio_chunks(output):
                     sent = True
-                    yield frame
+                    yield chunk
             if not sent:
                 raise UpstreamUnavailable(f"upstream returned no audio ({where})")
         finally:

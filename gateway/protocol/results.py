@@ -67,6 +67,10 @@ class LLMStructuredChunkDict(LLMResultChunkDict):
     structured_output: dict[str, Any] | None
 
 
+# One chunk of an LLM reply: the structured-output path adds ``structured_output``.
+LLMChunk = LLMResultChunkDict | LLMStructuredChunkDict
+
+
 class EmbeddingUsageDict(TypedDict):
     tokens: int
     total_tokens: int

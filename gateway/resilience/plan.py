@@ -37,6 +37,7 @@ from gateway.routing import Resolution, Target
 from gateway.trace import current_trace
 
 T = TypeVar("T")
+Chunk = TypeVar("Chunk")
 
 
 def counts_against_target(exc: BaseException) -> bool:
@@ -283,12 +284,12 @@ async def run_attempts(plan: AttemptPlan, op: Callable[[Target, float], Awaitabl
 
 
 async def stream_attempts(
-    plan: AttemptPlan, attempt: Callable[[Target], AsyncGenerator[bytes, None]]
-) -> AsyncGenerator[bytes, None]:
-    """The frames of the first attempt that succeeds, under ``plan``.
+    plan: AttemptPlan, attempt: Callable[[Target], AsyncGenerator[Chunk, None]]
+) -> AsyncGenerator[Chunk, None]:
+    """The chunks of the first attempt that succeeds, under ``plan``.
 
     An attempt may be replaced by the next one only while it has yielded nothing: once a
-    frame is out it may have reached the daemon, so a later failure is final (the caller
+    chunk is out it may have reached the daemon, so a later failure is final (the caller
     ends the stream with an error frame) and nothing is sent twice.
     """
     while True:

@@ -2,8 +2,8 @@
 
 The dify-plugin SDK sends it for every install method other than local/remote (spec 6).
 The endpoint does what the daemon would: finds the session's tenant, validates the SDK's
-payload, runs the same services as ``/inner/api/invoke/*`` and passes their results on in
-the shapes the daemon re-emits, as JSON-line events.
+payload, runs the same endpoint (``gateway.endpoints``) as ``/inner/api/invoke/*`` and
+passes its results on in the shapes the daemon re-emits, as JSON-line events.
 
 Status codes: a request the endpoint refuses before running anything (not POST, missing or
 wrong key, body too large or not a transaction, session without a tenant) gets 4xx with an
@@ -21,31 +21,16 @@ import hmac
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, GatewayError, NoRoute, NotFound
+from gateway.endpoints import BY_INVOKE_TYPE, Endpoint
+from gateway.errors import BadRequest, Forbidden, GatewayError, MethodNotAllowed, NotFound, Unauthorized
 from gateway.http import INTERNAL_ERROR, parse_json_object, parse_model, read_body
-from gateway.protocol.framing import FrameDecodeError, FrameDecoder
-from gateway.protocol.requests import (
-    InvokeRequest,
-    LLMInvokeRequest,
-    ModerationInvokeRequest,
-    MultimodalEmbeddingInvokeRequest,
-    MultimodalRerankInvokeRequest,
-    RerankInvokeRequest,
-    Speech2TextInvokeRequest,
-    StructuredOutputInvokeRequest,
-    SummaryInvokeRequest,
-    TextEmbeddingInvokeRequest,
-    TTSInvokeRequest,
-)
-from gateway.serverless import plugin_view
+from gateway.protocol.requests import InvokeRequest, MultimodalRerankInvokeRequest
 from gateway.serverless.config import ServerlessConfig
 from gateway.serverless.wire import (
     HEARTBEAT,
@@ -56,9 +41,7 @@ from gateway.serverless.wire import (
     parse_transaction,
     request_ids,
 )
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.services import Services
 
 log = logging.getLogger("dify_gateway")
 
@@ -66,44 +49,7 @@ log = logging.getLogger("dify_gateway")
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class MethodNotAllowed(GatewayError):
-    status = 405
-
-
-class Unauthorized(GatewayError):
-    status = 401
-
-
-class UnknownSession(GatewayError):
-    status = 403
-
-
-@dataclass(frozen=True, slots=True)
-class InvokeKind:
-    """One SDK ``InvokeType`` the endpoint serves."""
-
-    request_model: type[InvokeRequest]
-    # The daemon's words for it in error messages ("invoke <label> failed: ...").
-    label: str
-    stream: bool
-
-
-# Keys: dify_plugin.core.entities.invocation.InvokeType values (SDK 0.10.2).
-INVOKE_KINDS: dict[str, InvokeKind] = {
-    "llm": InvokeKind(LLMInvokeRequest, "llm model", True),
-    "llm_structured_output": InvokeKind(StructuredOutputInvokeRequest, "llm with structured output model", True),
-    "text_embedding": InvokeKind(TextEmbeddingInvokeRequest, "text-embedding model", False),
-    "multimodal_embedding": InvokeKind(MultimodalEmbeddingInvokeRequest, "multimodal embedding model", False),
-    "rerank": InvokeKind(RerankInvokeRequest, "rerank model", False),
-    "multimodal_rerank": InvokeKind(MultimodalRerankInvokeRequest, "multimodal rerank model", False),
-    "tts": InvokeKind(TTSInvokeRequest, "tts model", True),
-    "speech2text": InvokeKind(Speech2TextInvokeRequest, "speech2text model", False),
-    "moderation": InvokeKind(ModerationInvokeRequest, "moderation model", False),
-    "system_summary": InvokeKind(SummaryInvokeRequest, "summary", False),
-}
-
-
-def build_invocation(kind: InvokeKind, payload: Mapping[str, Any], tenant_id: str) -> InvokeRequest:
+def build_invocation(endpoint: Endpoint[Any], payload: Mapping[str, Any], tenant_id: str) -> InvokeRequest:
     """The inner-API request model for an SDK payload, as the daemon would send it.
 
     The daemon overwrites ``tenant_id`` and ``user_id`` from its session (the multimodal
@@ -112,24 +58,25 @@ def build_invocation(kind: InvokeKind, payload: Mapping[str, Any], tenant_id: st
     """
     user_id = payload.get("user_id")
     body = {**payload, "tenant_id": tenant_id, "user_id": user_id if isinstance(user_id, str) else ""}
-    if kind.request_model is MultimodalRerankInvokeRequest:
+    if endpoint.request_model is MultimodalRerankInvokeRequest:
         for key in ("score_threshold", "top_n"):
             if body.get(key) is None:
                 body[key] = 0
-    return parse_model(kind.request_model, body)
+    invocation: InvokeRequest = parse_model(endpoint.request_model, body)
+    return invocation
 
 
 class ServerlessEndpoint:
     """Mount ``handle`` at ``POST /backwards-invocation/transaction`` (or use the object as
-    an ASGI app). ``gateway`` supplies the services, the redactor and the body limit."""
+    an ASGI app). ``services`` answer the invocations and supply the redactor and the body limit."""
 
-    def __init__(self, gateway: Gateway, config: ServerlessConfig, max_body_bytes: int | None = None) -> None:
-        self._gateway = gateway
+    def __init__(self, services: Services, config: ServerlessConfig, max_body_bytes: int | None = None) -> None:
+        self._services = services
         self.config = config
         self._key = config.api_key.get_secret_value().encode() if config.api_key is not None else None
-        self._max_body = max_body_bytes or gateway.config.server.max_body_bytes
+        self._max_body = max_body_bytes or services.config.server.max_body_bytes
         self._heartbeat_s = config.heartbeat_s
-        self._redact: Callable[[str], str] = gateway.redactor
+        self._redact: Callable[[str], str] = services.redactor
         # Producer tasks of open replies (the event loop keeps only weak references).
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -184,7 +131,7 @@ class ServerlessEndpoint:
     def tenant_for(self, session_id: str) -> str:
         tenant_id = self.config.tenant_for(session_id)
         if tenant_id is None:
-            raise UnknownSession(
+            raise Forbidden(
                 f"session {session_id!r} has no tenant: add it to serverless.tenants or set serverless.default_tenant"
             )
         return tenant_id
@@ -200,85 +147,41 @@ class ServerlessEndpoint:
         self, transaction: Transaction, tenant_id: str, writer: EventWriter
     ) -> AsyncGenerator[bytes, None]:
         """The reply's event lines; never raises (every failure is an error event, then end)."""
-        kind = INVOKE_KINDS.get(transaction.invoke_type)
-        if kind is None:
-            served = ", ".join(INVOKE_KINDS)
+        endpoint = BY_INVOKE_TYPE.get(transaction.invoke_type)
+        if endpoint is None:
+            served = ", ".join(BY_INVOKE_TYPE)
             message = f"the gateway does not serve {transaction.invoke_type!r} invocations; it serves {served}"
             log.warning("serverless transaction: %s", message)
             yield writer.error(message) + writer.end()
             return
         try:
-            invocation = build_invocation(kind, transaction.request, tenant_id)
+            invocation = build_invocation(endpoint, transaction.request, tenant_id)
         except BadRequest as exc:
             yield writer.error(f"unmarshal backwards invoke request failed: {self._redact(exc.message)}") + writer.end()
             return
         started = False  # errors before the first chunk read "invoke ... failed", after it "read ... failed"
+        view = endpoint.plugin_view
         try:
-            if kind.stream:
-                async with aclosing(self._stream(invocation)) as chunks:
+            if endpoint.stream is not None:
+                async with aclosing(endpoint.stream(self._services, invocation)) as chunks:
                     async for chunk in chunks:
                         started = True
-                        yield writer.response("stream", chunk)
+                        yield writer.response("stream", view(chunk))
                 yield writer.end()
             else:
+                assert endpoint.unary is not None
+                result = await endpoint.unary(self._services, invocation)
                 # Result and end in one write: the SDK stops reading after a unary result.
-                yield writer.response("struct", await self._unary(invocation)) + writer.end()
+                yield writer.response("struct", view(result)) + writer.end()
         except GatewayError as exc:
             message = self._redact(exc.message)
             log.warning("serverless %s failed: %s", transaction.invoke_type, message)
             verb = "read" if started else "invoke"
-            yield writer.error(f"{verb} {kind.label} failed: request failed: {message}") + writer.end()
+            yield writer.error(f"{verb} {endpoint.label} failed: request failed: {message}") + writer.end()
         except Exception:
             log.exception("unexpected error in a serverless %s invocation", transaction.invoke_type)
             verb = "read" if started else "invoke"
-            yield writer.error(f"{verb} {kind.label} failed: {INTERNAL_ERROR}") + writer.end()
-
-    async def _stream(self, invocation: InvokeRequest) -> AsyncGenerator[dict[str, Any], None]:
-        """The chunks of a streamed invocation: the service's frames decoded back into data."""
-        view: Callable[[Mapping[str, Any]], dict[str, Any]]
-        if isinstance(invocation, TTSInvokeRequest):
-            frames = self._gateway.tts.frames(invocation)
-            view = plugin_view.tts_chunk
-        elif isinstance(invocation, LLMInvokeRequest):
-            frames = self._gateway.llm.frames(invocation)
-            structured = isinstance(invocation, StructuredOutputInvokeRequest)
-
-            def view(chunk: Mapping[str, Any]) -> dict[str, Any]:
-                return plugin_view.llm_chunk(chunk, structured)
-        else:
-            raise TypeError(f"not a streamed invocation: {type(invocation).__name__}")
-        decoder = FrameDecoder()
-        try:
-            async for frame in frames:
-                for payload in decoder.feed(frame):
-                    envelope = orjson.loads(payload)
-                    if envelope.get("error"):
-                        raise GatewayError(str(envelope["error"]))
-                    if envelope.get("data") is None:
-                        raise GatewayError("data is nil")
-                    yield view(envelope["data"])
-            decoder.close()
-        except FrameDecodeError as exc:
-            raise GatewayError(f"invalid stream frame: {exc}") from None
-        finally:
-            if isinstance(frames, AsyncGenerator):
-                await frames.aclose()
-
-    async def _unary(self, invocation: InvokeRequest) -> dict[str, Any]:
-        gateway = self._gateway
-        if isinstance(invocation, TextEmbeddingInvokeRequest | MultimodalEmbeddingInvokeRequest):
-            return plugin_view.embedding_result(await gateway.embedding.embed(invocation))
-        if isinstance(invocation, RerankInvokeRequest | MultimodalRerankInvokeRequest):
-            return plugin_view.rerank_result(await gateway.rerank.rerank(invocation))
-        if isinstance(invocation, Speech2TextInvokeRequest):
-            return plugin_view.text_result(await gateway.speech2text.transcribe(invocation))
-        if isinstance(invocation, ModerationInvokeRequest):
-            return plugin_view.moderation_result(await gateway.moderation.moderate(invocation))
-        if isinstance(invocation, SummaryInvokeRequest):
-            if gateway.summary is None:
-                raise NoRoute("no summary model configured: set summary_model to an LLM target")
-            return plugin_view.summary_result(await gateway.summary.summarize(invocation))
-        raise TypeError(f"not a unary invocation: {type(invocation).__name__}")
+            yield writer.error(f"{verb} {endpoint.label} failed: {INTERNAL_ERROR}") + writer.end()
 
     async def _with_heartbeats(self, events: AsyncGenerator[bytes, None], writer: EventWriter) -> AsyncIterator[bytes]:
         """``events`` with a blank line every ``heartbeat_s`` while the next one is pending.

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.console.guard import BURST, LOG_BURST, LOG_REFILL_S, REFILL_S
+from gateway.key_guard import BURST, LOG_BURST, LOG_REFILL_S, REFILL_S
 from tests.support.server import TEST_KEY, GatewayServer, gateway_config
 
 ADMIN = "guarded-admin-key-4242"

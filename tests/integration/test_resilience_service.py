@@ -165,12 +165,12 @@ def test_shared_breakers_open_on_every_replica(upstream: FakeUpstream, fake: Fak
             assert post_stream(second.url, LLM, llm_request("shared-x")).outcome.error is None  # second knows it
             fake.script("shared-x", HttpError(503))
             post_stream(first.url, LLM, llm_request("shared-x"))  # opens first's breaker
-            key = next(iter(s.key for s in first.app.health.states()))
-            assert first.app.health(key).state == "open"
+            key = next(iter(s.key for s in first.app.services.health.states()))
+            assert first.app.services.health(key).state == "open"
             deadline = time.monotonic() + 3
-            while second.app.health(key).state != "open" and time.monotonic() < deadline:
+            while second.app.services.health(key).state != "open" and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert second.app.health(key).state == "open"
+            assert second.app.services.health(key).state == "open"
             calls = fake.count(model="shared-x")
             reply = post_stream(second.url, LLM, llm_request("shared-x"))
             assert "cooling down" in orjson.loads(reply.body)["error"]

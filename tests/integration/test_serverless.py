@@ -20,7 +20,9 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.app import Gateway, create_app
 from gateway.config import parse_config
-from gateway.serverless import TRANSACTION_PATH, ServerlessConfig, ServerlessEndpoint
+from gateway.serverless.config import ServerlessConfig
+from gateway.serverless.endpoint import ServerlessEndpoint
+from gateway.serverless.wire import TRANSACTION_PATH
 from tests.fakes.upstream import (
     Chat,
     Embeddings,
@@ -45,9 +47,9 @@ class TransactionApp:
         self.gateway = gateway
         settings = {"enabled": True, "default_tenant": "tenant-1", "tenants": {"sess-other": "tenant-2"}}
         self.open = ServerlessEndpoint(
-            gateway, ServerlessConfig.model_validate({**settings, "heartbeat_s": heartbeat_s})
+            gateway.services, ServerlessConfig.model_validate({**settings, "heartbeat_s": heartbeat_s})
         )
-        self.keyed = ServerlessEndpoint(gateway, ServerlessConfig.model_validate({**settings, "api_key": KEY}))
+        self.keyed = ServerlessEndpoint(gateway.services, ServerlessConfig.model_validate({**settings, "api_key": KEY}))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].endswith(TRANSACTION_PATH):
@@ -288,7 +290,7 @@ def test_unknown_model_is_an_error_event(server: Server, fake: FakeUpstream) -> 
 def test_unknown_session_without_a_tenant_is_refused(server: Server, fake: FakeUpstream) -> None:
     body = load_vector("18")["request_raw"].encode()
     # The open endpoint has a default tenant; the keyed one too. Use a config without one.
-    endpoint = ServerlessEndpoint(server.app.gateway, ServerlessConfig(enabled=True, tenants={"sess-x": "t"}))
+    endpoint = ServerlessEndpoint(server.app.gateway.services, ServerlessConfig(enabled=True, tenants={"sess-x": "t"}))
     app = TransactionApp(server.app.gateway, 0.1)
     app.open = endpoint
     with Server(app) as other:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config
-from gateway.console.guard import KeyGuard, client_address
+from gateway.key_guard import KeyGuard, client_address
 from gateway.console.state import ConsoleState
 from gateway.console.status import _public_key, public_address
 from gateway.console.tryit import _example, plan_try
@@ -192,7 +192,7 @@ def gateway_with_routes() -> Any:
 
 def test_try_form_becomes_the_daemons_request() -> None:
     gateway = gateway_with_routes()
-    plan = plan_try(gateway, {"type": "llm", "route": "chat", "text": " Hi ", "stream": False})
+    plan = plan_try(gateway.services, {"type": "llm", "route": "chat", "text": " Hi ", "stream": False})
     assert plan.path == "/inner/api/invoke/llm" and plan.route == "chat"
     assert plan.body == {
         "tenant_id": "console",
@@ -207,28 +207,28 @@ def test_try_form_becomes_the_daemons_request() -> None:
         "stop": [],
         "stream": False,
     }
-    emb = plan_try(gateway, {"type": "text-embedding", "route": "tenant-emb", "text": "a\nb", "input_type": "document"})
+    emb = plan_try(gateway.services, {"type": "text-embedding", "route": "tenant-emb", "text": "a\nb", "input_type": "document"})
     assert emb.route == "tenant-emb" and emb.body["tenant_id"] == "t-9"  # the route's own tenant
     assert emb.body["texts"] == ["a", "b"] and emb.body["input_type"] == "document"
-    unrouted = plan_try(gateway, {"type": "moderation", "text": "hello there", "provider": "acme", "model": "m"})
+    unrouted = plan_try(gateway.services, {"type": "moderation", "text": "hello there", "provider": "acme", "model": "m"})
     assert unrouted.route is None and unrouted.body["provider"] == "langgenius/acme/acme"
-    stt = plan_try(gateway, {"type": "speech2text", "audio_base64": "AAEC"})
+    stt = plan_try(gateway.services, {"type": "speech2text", "audio_base64": "AAEC"})
     assert stt.body["file"] == "000102"
-    mm = plan_try(gateway, {"type": "multimodal-rerank", "text": "q", "docs": ["d1", " ", "d2"]})
+    mm = plan_try(gateway.services, {"type": "multimodal-rerank", "text": "q", "docs": ["d1", " ", "d2"]})
     assert mm.body["query"] == {"content": "q", "content_type": "text"} and len(mm.body["docs"]) == 2
 
 
 def test_try_form_problems_are_bad_requests() -> None:
     gateway = gateway_with_routes()
     with pytest.raises(BadRequest, match="route 'chat' does not serve tts"):
-        plan_try(gateway, {"type": "tts", "route": "chat", "text": "x"})
+        plan_try(gateway.services, {"type": "tts", "route": "chat", "text": "x"})
     with pytest.raises(BadRequest, match="too many docs"):
-        plan_try(gateway, {"type": "rerank", "text": "q", "docs": ["d"] * 300})
+        plan_try(gateway.services, {"type": "rerank", "text": "q", "docs": ["d"] * 300})
     with pytest.raises(BadRequest, match="stream: Input should be a valid boolean"):
-        plan_try(gateway, {"type": "llm", "text": "q", "stream": "perhaps"})
+        plan_try(gateway.services, {"type": "llm", "text": "q", "stream": "perhaps"})
 
 
-# --- wrong keys per client address (gateway.console.guard) ---------------------------------
+# --- wrong keys per client address (gateway.key_guard) ---------------------------------
 
 
 def request_from(host: str | None) -> Request:

@@ -21,8 +21,11 @@ from pydantic import ValidationError
 from gateway.adapters.base import TokenUsage
 from gateway.app import Gateway, create_app
 from gateway.config import parse_config
-from gateway.errors import BadRequest
-from gateway.invoke.llm_reply import ChunkWriter, llm_usage
+from gateway.endpoints import BY_INVOKE_TYPE
+from gateway.errors import BadRequest, Forbidden
+from gateway.invoke.llm_reply import ChunkBuilder, llm_usage
+from gateway.protocol import plugin_view
+from gateway.protocol.envelope import data_frame
 from gateway.protocol.framing import decode_frames
 from gateway.protocol.requests import (
     LLMInvokeRequest,
@@ -31,9 +34,9 @@ from gateway.protocol.requests import (
     TextEmbeddingInvokeRequest,
 )
 from gateway.protocol.results import LLMUsageDict, ToolCallDict
-from gateway.serverless import TRANSACTION_PATH, ServerlessConfig, ServerlessEndpoint, plugin_view
-from gateway.serverless.endpoint import INVOKE_KINDS, UnknownSession, build_invocation
-from gateway.serverless.wire import EventWriter, encode_line, parse_transaction, request_ids
+from gateway.serverless.config import ServerlessConfig
+from gateway.serverless.endpoint import ServerlessEndpoint, build_invocation
+from gateway.serverless.wire import TRANSACTION_PATH, EventWriter, encode_line, parse_transaction, request_ids
 from tests.support import daemon
 from tests.support.vectors import load_vector
 
@@ -50,7 +53,7 @@ def make_gateway(**extra: Any) -> Gateway:
 
 def make_endpoint(gateway: Gateway | None = None, **config: Any) -> ServerlessEndpoint:
     settings: dict[str, Any] = {"enabled": True, "default_tenant": "tenant-default", **config}
-    return ServerlessEndpoint(gateway or make_gateway(), ServerlessConfig.model_validate(settings))
+    return ServerlessEndpoint((gateway or make_gateway()).services, ServerlessConfig.model_validate(settings))
 
 
 async def post(
@@ -95,7 +98,7 @@ def test_vector_17_request_bytes_parse_into_an_llm_invocation() -> None:
         "llm",
         "adebf6b11094454ca014c005621d144a",
     )
-    invocation = build_invocation(INVOKE_KINDS["llm"], tx.request, "tenant-7")
+    invocation = build_invocation(BY_INVOKE_TYPE["llm"], tx.request, "tenant-7")
     assert isinstance(invocation, LLMInvokeRequest) and type(invocation) is LLMInvokeRequest
     assert (invocation.tenant_id, invocation.user_id) == ("tenant-7", "")
     assert (invocation.provider, invocation.model, invocation.mode) == (
@@ -121,7 +124,7 @@ def test_vector_17_request_bytes_parse_into_an_llm_invocation() -> None:
 def test_vector_18_request_bytes_parse_into_a_text_embedding_invocation() -> None:
     tx = parse_transaction(orjson.loads(raw_request("18")))
     assert (tx.invoke_type, tx.backwards_request_id) == ("text_embedding", "7cf59060ae4e49129e1529645f72e028")
-    invocation = build_invocation(INVOKE_KINDS["text_embedding"], tx.request, "t")
+    invocation = build_invocation(BY_INVOKE_TYPE["text_embedding"], tx.request, "t")
     assert isinstance(invocation, TextEmbeddingInvokeRequest)
     assert (invocation.model, invocation.texts, invocation.input_type) == (
         "text-embedding-3-small",
@@ -132,7 +135,7 @@ def test_vector_18_request_bytes_parse_into_a_text_embedding_invocation() -> Non
 
 def test_invoke_kinds_are_the_sdk_model_invoke_types() -> None:
     # dify_plugin.core.entities.invocation.InvokeType (0.10.2), the model ones.
-    assert set(INVOKE_KINDS) == {
+    assert set(BY_INVOKE_TYPE) == {
         "llm",
         "llm_structured_output",
         "text_embedding",
@@ -144,7 +147,7 @@ def test_invoke_kinds_are_the_sdk_model_invoke_types() -> None:
         "moderation",
         "system_summary",
     }
-    assert {name for name, kind in INVOKE_KINDS.items() if kind.stream} == {"llm", "llm_structured_output", "tts"}
+    assert {name for name, e in BY_INVOKE_TYPE.items() if e.reply == "stream"} == {"llm", "llm_structured_output", "tts"}
 
 
 def test_the_plugins_tenant_id_is_replaced_and_null_rerank_limits_become_zero() -> None:
@@ -156,7 +159,7 @@ def test_the_plugins_tenant_id_is_replaced_and_null_rerank_limits_become_zero() 
         "documents": [{"content": "a cat", "content_type": "text"}],
         "input_type": "document",
     }
-    embedding = build_invocation(INVOKE_KINDS["multimodal_embedding"], sdk_payload, "mapped")
+    embedding = build_invocation(BY_INVOKE_TYPE["multimodal_embedding"], sdk_payload, "mapped")
     assert isinstance(embedding, MultimodalEmbeddingInvokeRequest) and embedding.tenant_id == "mapped"
     rerank_payload = {
         "provider": "jina",
@@ -167,14 +170,14 @@ def test_the_plugins_tenant_id_is_replaced_and_null_rerank_limits_become_zero() 
         "query": {"content": "q", "content_type": "text"},
         "docs": [{"content": "d", "content_type": "text"}],
     }
-    rerank = build_invocation(INVOKE_KINDS["multimodal_rerank"], rerank_payload, "t")
+    rerank = build_invocation(BY_INVOKE_TYPE["multimodal_rerank"], rerank_payload, "t")
     assert isinstance(rerank, MultimodalRerankInvokeRequest)
     assert (rerank.score_threshold, rerank.top_n) == (0, 0)
 
 
 def test_invalid_payloads_are_bad_requests() -> None:
     with pytest.raises(BadRequest, match="mode"):
-        build_invocation(INVOKE_KINDS["llm"], {"provider": "openai", "model": "m"}, "t")
+        build_invocation(BY_INVOKE_TYPE["llm"], {"provider": "openai", "model": "m"}, "t")
     with pytest.raises(BadRequest, match="event"):
         parse_transaction({"event": "request", "session_id": "s", "data": {}})
     with pytest.raises(BadRequest, match="backwards_request_id"):
@@ -246,13 +249,13 @@ def test_numpy_vectors_are_encoded_as_arrays() -> None:
 
 
 def gateway_llm_chunks(structured: bool) -> list[dict[str, Any]]:
-    """Chunks exactly as the gateway's LLM service frames them."""
-    writer = ChunkWriter("gpt-4o-mini", structured)
+    """Chunks exactly as the gateway's LLM service builds them and the HTTP edge frames them."""
+    writer = ChunkBuilder("gpt-4o-mini", structured)
     usage = llm_usage(TokenUsage(812, 6), None, 0.5)
     calls: list[ToolCallDict] = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
-    frames = [writer.frame("It is"), writer.frame(" red.", calls, usage, "tool_calls")]
+    frames = [data_frame(writer.chunk("It is")), data_frame(writer.chunk(" red.", calls, usage, "tool_calls"))]
     if structured:
-        frames.append(writer.structured_frame({"a": 1}))
+        frames.append(data_frame(writer.structured_chunk({"a": 1})))
     return [orjson.loads(p)["data"] for p in decode_frames(b"".join(frames))]
 
 
@@ -266,9 +269,9 @@ def test_llm_chunks_match_the_daemons_re_emission(structured: bool) -> None:
 
 def test_vector_17_chunk_from_the_gateways_shape() -> None:
     expected = load_vector("17")["response_example"]["lines"][0]["data"]["data"]
-    writer = ChunkWriter("gpt-4o-mini", False)
+    writer = ChunkBuilder("gpt-4o-mini", False)
     usage = cast(LLMUsageDict, {**expected["delta"]["usage"], "prompt_price": "0.00012180"})  # zeros get trimmed
-    (payload,) = decode_frames(writer.frame("It is a red square.", [], usage, ""))
+    (payload,) = decode_frames(data_frame(writer.chunk("It is a red square.", [], usage, "")))
     view = plugin_view.llm_chunk(orjson.loads(payload)["data"])
     assert json.dumps(view) == json.dumps(expected)
 
@@ -327,7 +330,7 @@ def test_tenant_table_then_default() -> None:
     assert ServerlessConfig(enabled=True, tenants={"s1": "t1"}).tenant_for("other") is None
     endpoint = make_endpoint(default_tenant=None, tenants={"s1": "t1"})
     assert endpoint.tenant_for("s1") == "t1"
-    with pytest.raises(UnknownSession, match="'other' has no tenant"):
+    with pytest.raises(Forbidden, match="'other' has no tenant"):
         endpoint.tenant_for("other")
 
 
@@ -389,7 +392,7 @@ async def test_method_and_disabled() -> None:
     reply = await post(make_endpoint(), b"", method="GET")
     assert reply.status_code == 405
     assert_error_then_end(reply.content, "only POST")
-    disabled = ServerlessEndpoint(make_gateway(), ServerlessConfig())
+    disabled = ServerlessEndpoint(make_gateway().services, ServerlessConfig())
     reply = await post(disabled, raw_request("18"))
     assert reply.status_code == 404
     assert_error_then_end(reply.content, "not enabled")
@@ -484,7 +487,7 @@ async def test_tenant_from_the_table_reaches_the_service(monkeypatch: pytest.Mon
         seen.append((request.tenant_id, request.user_id))
         return {"result": True}
 
-    monkeypatch.setattr(gateway.moderation, "moderate", moderate)
+    monkeypatch.setattr(gateway.services.moderation, "moderate", moderate)
     endpoint = make_endpoint(gateway, tenants={"sess-123": "tenant-from-table"})
     request_body = {"provider": "openai", "model": "m", "model_type": "moderation", "text": "hi"}
     reply = await post(endpoint, transaction("moderation", request_body))
@@ -503,7 +506,7 @@ async def test_heartbeats_while_waiting(monkeypatch: pytest.MonkeyPatch) -> None
         await asyncio.sleep(0.35)
         return {"result": False}
 
-    monkeypatch.setattr(gateway.moderation, "moderate", moderate)
+    monkeypatch.setattr(gateway.services.moderation, "moderate", moderate)
     endpoint = make_endpoint(gateway, heartbeat_s=0.05)
     reply = await post(endpoint, transaction("moderation", {"provider": "openai", "model": "m", "text": "hi"}))
     assert reply.content.startswith(b"\n\n\n\n")  # at least two heartbeats before the result
