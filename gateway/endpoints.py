@@ -110,7 +110,8 @@ async def _summary(services: Services, request: SummaryInvokeRequest) -> Summary
     reports it."""
     if services.summary is None:
         raise NoRoute(
-            "no summary model configured: set summary_model to an LLM target, or dify.api_url to let Dify summarise"
+            "no summary model configured: set summary_model to an LLM target"
+            " (on the inner API, dify.api_url with dify.passthrough lets Dify summarise instead)"
         )
     return await services.summary.summarize(request)
 
