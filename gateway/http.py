@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized, UpstreamError
+from gateway.keys import keys_match
 from gateway.protocol.envelope import data_frame, error_body, error_frame, ok_body
 from gateway.trace import current_trace
 
@@ -98,7 +98,7 @@ async def unless_disconnected(receive: Receive, run: Callable[[], Awaitable[T]])
 def check_inner_api_key(request: Request, expected: bytes) -> None:
     supplied = request.headers.get("x-inner-api-key")
     # Constant-time compare, so response timing does not reveal how much of a guess matched.
-    if not supplied or not hmac.compare_digest(supplied.encode(), expected):
+    if not keys_match(supplied, expected):
         raise Unauthorized("unauthorized: missing or wrong X-Inner-Api-Key")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import logging
 import os
 import time
@@ -32,6 +31,7 @@ from gateway.console.tryit import plan_try, run_try
 from gateway.errors import GatewayError, NotFound, Unauthorized
 from gateway.http import JSON_MEDIA_TYPE, error_response, parse_json_object, read_body
 from gateway.key_guard import KeyGuard
+from gateway.keys import keys_match
 from gateway.metrics import multiprocess_dir
 from gateway.services import Services
 from gateway.status import GatewayStatus
@@ -198,7 +198,7 @@ class Console:
             return refused  # before the key is compared: see gateway.key_guard
         supplied = _supplied_key(request)
         # Constant-time compare, so response timing does not reveal how much of a guess matched.
-        if supplied is None or not hmac.compare_digest(supplied.encode(), self._admin_key):
+        if not keys_match(supplied, self._admin_key):
             if supplied is not None:
                 self._guard.wrong_key(request, "console")
             response = _api_error(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
@@ -30,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.endpoints import BY_INVOKE_TYPE, Endpoint
 from gateway.errors import BadRequest, Forbidden, GatewayError, MethodNotAllowed, NotFound, Unauthorized
 from gateway.http import INTERNAL_ERROR, parse_json_object, parse_model, read_body
+from gateway.keys import keys_match
 from gateway.protocol.requests import InvokeRequest, MultimodalRerankInvokeRequest
 from gateway.serverless.config import ServerlessConfig
 from gateway.serverless.wire import (
@@ -125,7 +125,7 @@ class ServerlessEndpoint:
         elif scheme.lower() == "bearer":
             supplied = credentials.strip().encode()
         # Constant-time compare, so timing does not reveal how much of a guess matched.
-        if not supplied or not hmac.compare_digest(supplied, self._key):
+        if not keys_match(supplied, self._key):
             raise Unauthorized("unauthorized: missing or wrong serverless key (HTTP Basic password or Bearer token)")
 
     def tenant_for(self, session_id: str) -> str:
