@@ -14,7 +14,7 @@ from gateway.errors import PayloadTooLarge
 from gateway.invoke.limits import Limits
 from gateway.routing import RouteTable
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_defaults_are_the_documented_ones() -> None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from gateway.adapters.base import TokenUsage
 from gateway.app import Gateway, create_app
-from gateway.config import parse_config
+from gateway.config import ServerlessConfig, parse_config
 from gateway.endpoints import BY_INVOKE_TYPE
 from gateway.errors import BadRequest, Forbidden
 from gateway.invoke.llm_reply import ChunkBuilder, llm_usage
@@ -34,7 +34,6 @@ from gateway.protocol.requests import (
     TextEmbeddingInvokeRequest,
 )
 from gateway.protocol.results import LLMUsageDict, ToolCallDict
-from gateway.serverless.config import ServerlessConfig
 from gateway.serverless.endpoint import ServerlessEndpoint, build_invocation
 from gateway.serverless.wire import TRANSACTION_PATH, EventWriter, encode_line, parse_transaction, request_ids
 from tests.support import daemon
