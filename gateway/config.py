@@ -14,13 +14,21 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.catalog import LOCAL_MODELS, is_local
-from gateway.serverless.config import ServerlessConfig
 
 ModelType = Literal[
     "llm",
@@ -48,6 +56,17 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _not_blank(key: SecretStr) -> SecretStr:
+    if not key.get_secret_value().strip():
+        raise ValueError("the key is empty (is the environment variable it comes from set?)")
+    return key
+
+
+# A key that is set must not be blank: a blank one would let anyone in, and is almost always
+# an environment variable that is not set.
+NonBlankSecret = Annotated[SecretStr, AfterValidator(_not_blank)]
 
 
 class ServerConfig(_Strict):
@@ -99,23 +118,16 @@ class ServerConfig(_Strict):
 
 
 class DifyConfig(_Strict):
-    inner_api_key: SecretStr | None = None
+    inner_api_key: NonBlankSecret | None = None
     # The real Dify API: every inner-API call the gateway does not answer is forwarded here.
     api_url: str | None = None
     # The X-Inner-Api-Key sent to Dify (Dify's INNER_API_KEY_FOR_PLUGIN); default: the daemon's own.
-    api_key: SecretStr | None = None
+    api_key: NonBlankSecret | None = None
     # Forward model invocations that match no route (so the gateway can take over one model
     # at a time); off: they get a "no route" error.
     passthrough: bool = True
     # Deadline for one forwarded exchange, reply body included.
     forward_timeout_s: float = Field(default=600.0, gt=0)
-
-    @field_validator("inner_api_key", "api_key")
-    @classmethod
-    def _key_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None and not key.get_secret_value().strip():
-            raise ValueError("the key is empty (is the environment variable it comes from set?)")
-        return key
 
 
 class EmbeddingCacheConfig(_Strict):
@@ -206,14 +218,7 @@ class ConsoleConfig(_Strict):
     try-it panel. Off by default; its data needs ``admin_key`` (the inner API key when unset)."""
 
     enabled: bool = False
-    admin_key: SecretStr | None = None
-
-    @field_validator("admin_key")
-    @classmethod
-    def _key_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None and not key.get_secret_value().strip():
-            raise ValueError("the key is empty (is the environment variable it comes from set?)")
-        return key
+    admin_key: NonBlankSecret | None = None
 
 
 class RequestLimits(_Strict):
@@ -339,6 +344,41 @@ class RouteConfig(_Strict):
                         f"embedded model {target.model!r} cannot serve {model_type}; embedded models for it: {choices}"
                     )
         return self
+
+
+TenantId = Annotated[str, Field(min_length=1)]
+
+
+class ServerlessConfig(_Strict):
+    """``POST /backwards-invocation/transaction``, the dify-plugin SDK's serverless path (spec 6).
+
+    The SDK's request names no tenant, only a ``session_id``; the tenant whose routes (and
+    cache scope) apply is looked up in ``tenants`` and falls back to ``default_tenant``.
+
+    ``api_key``: when set, a request must carry it as the password of HTTP Basic auth (what
+    the unmodified SDK sends when ``DIFY_PLUGIN_DAEMON_URL`` has user info, e.g.
+    ``http://plugin:KEY@gateway:8080``; percent-encode special characters) or as
+    ``Authorization: Bearer KEY``. Without it the endpoint is open to anyone who can reach it:
+    protect it by network policy then.
+    """
+
+    enabled: bool = False
+    api_key: NonBlankSecret | None = None
+    default_tenant: TenantId | None = None
+    # session_id -> tenant_id
+    tenants: dict[str, TenantId] = Field(default_factory=dict)
+    # Blank lines sent while a reply is pending; the SDK gives up after 250 s without a byte.
+    heartbeat_s: float = Field(default=15.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _enabled_needs_a_tenant(self) -> ServerlessConfig:
+        if self.enabled and self.default_tenant is None and not self.tenants:
+            raise ValueError("enabled needs default_tenant or a tenants table (session_id: tenant_id)")
+        return self
+
+    def tenant_for(self, session_id: str) -> str | None:
+        """The tenant a session's invocations run as, or None when the session is not mapped."""
+        return self.tenants.get(session_id, self.default_tenant)
 
 
 class GatewayConfig(_Strict):

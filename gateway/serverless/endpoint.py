@@ -26,12 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.config import ServerlessConfig
 from gateway.endpoints import BY_INVOKE_TYPE, Endpoint
 from gateway.errors import BadRequest, Forbidden, GatewayError, MethodNotAllowed, NotFound, Unauthorized
 from gateway.http import INTERNAL_ERROR, parse_json_object, parse_model, read_body
 from gateway.keys import keys_match
 from gateway.protocol.requests import InvokeRequest, MultimodalRerankInvokeRequest
-from gateway.serverless.config import ServerlessConfig
 from gateway.serverless.wire import (
     HEARTBEAT,
     MEDIA_TYPE,

@@ -19,8 +19,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from gateway.app import Gateway, create_app
-from gateway.config import parse_config
-from gateway.serverless.config import ServerlessConfig
+from gateway.config import ServerlessConfig, parse_config
 from gateway.serverless.endpoint import ServerlessEndpoint
 from gateway.serverless.wire import TRANSACTION_PATH
 from tests.fakes.upstream import (
