@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from gateway.catalog import is_local
 from gateway.config import RouteConfig, TargetConfig
 
 _GLOB_CHARS = frozenset("*?[")
@@ -44,10 +45,13 @@ class Target:
     # at the same address is one backend, whichever routes use it. No credentials in it.
     key: str = field(default="", compare=False)
     fallback: bool = False
+    # Served by an embedded model (resolved once here, not per call by the model prefix).
+    local: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.key:
             object.__setattr__(self, "key", target_key(self.config, self.model))
+        object.__setattr__(self, "local", is_local(self.model))
 
     @property
     def label(self) -> str:

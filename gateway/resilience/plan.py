@@ -22,7 +22,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TypeVar
 
-from gateway.catalog import is_local
 from gateway.config import RetryConfig
 from gateway.errors import (
     GatewayError,
@@ -139,7 +138,7 @@ class AttemptPlan:
 
     def _may_retry_current(self, error: UpstreamError) -> bool:
         assert self._current is not None
-        if not error.retryable or is_local(self._current.model):
+        if not error.retryable or self._current.local:
             return False  # an embedded model fails the same way again
         return self._tries_on_current <= self._retries
 

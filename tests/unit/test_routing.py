@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import parse_config
-from gateway.routing import RouteTable, normalize_provider
+from gateway.config import TargetConfig, parse_config
+from gateway.routing import RouteTable, Target, normalize_provider
 
 
 def table(routes: list[dict[str, Any]]) -> RouteTable:
@@ -105,3 +105,10 @@ def test_describe_hides_secrets() -> None:
     text = repr(routes.describe())
     assert "sk-secret-value" not in text
     assert "<set>" in text
+
+
+def test_target_local_flag_is_resolved_from_the_rendered_model() -> None:
+    assert Target(config=TargetConfig(model="local/multilingual-e5-small"), model="local/multilingual-e5-small").local
+    templated = TargetConfig(model="{provider}/{model}")
+    assert Target(config=templated, model="local/espeak-ng").local
+    assert not Target(config=templated, model="openai/gpt-4o-mini").local
