@@ -130,6 +130,10 @@ class EmbeddingAdapter(Protocol):
         """Raises ``UpstreamError`` for backend failures, ``BadRequest`` for inputs it cannot embed."""
         ...
 
+    def max_batch(self, target: Target) -> int:
+        """The most inputs one call should carry for ``target`` (its ``max_batch_size`` overrides it)."""
+        ...
+
 
 @dataclass(slots=True)
 class RerankCall:

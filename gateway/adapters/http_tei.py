@@ -84,6 +84,10 @@ class TeiAdapter:
         return min(timeout_s, own) if own else timeout_s
 
     @staticmethod
+    def max_batch(target: Target) -> int:
+        return DEFAULT_BATCH
+
+    @staticmethod
     def _batch_size(target: Target) -> int:
         return target.config.max_batch_size or DEFAULT_BATCH
 

@@ -38,6 +38,7 @@ from gateway.adapters.litellm_common import (
 )
 from gateway.adapters.litellm_media import image_data_uri, looks_like_image_uri
 from gateway.errors import BadRequest, UpstreamUnavailable
+from gateway.routing import Target
 
 ImageStyle = Literal["inline", "alone", "voyage"]
 
@@ -145,6 +146,29 @@ def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
+# Most inputs one upstream call may carry, by litellm provider prefix (documented limits).
+BATCH_LIMITS: dict[str, int] = {
+    "openai/": 2048,
+    "azure/": 2048,
+    "text-embedding-": 2048,  # bare OpenAI model names
+    "cohere/": 96,
+    "voyage/": 128,
+    "gemini/": 100,
+    "vertex_ai/": 250,
+    "mistral/": 512,
+    "jina_ai/": 2048,
+}
+DEFAULT_BATCH = 256
+
+
+def provider_batch_limit(model: str) -> int:
+    """The provider's documented limit of inputs per call for this model string."""
+    for prefix, limit in BATCH_LIMITS.items():
+        if model.startswith(prefix):
+            return limit
+    return DEFAULT_BATCH
+
+
 @dataclass(slots=True)
 class _Batch:
     positions: list[int] = field(default_factory=list)
@@ -153,6 +177,9 @@ class _Batch:
 
 
 class LiteLLMEmbeddingAdapter:
+    def max_batch(self, target: Target) -> int:
+        return provider_batch_limit(target.model)
+
     async def embed(self, call: EmbeddingCall) -> EmbeddingOutput:
         if not call.inputs:
             return EmbeddingOutput(vectors=[], tokens=None)

@@ -32,7 +32,12 @@ from gateway.adapters.base import (
 )
 from gateway.adapters.http_client import HttpClient, status_error
 from gateway.adapters.litellm_common import call_params
-from gateway.adapters.litellm_embedding import PARAMS as EMBEDDING_PARAMS, ordered_vectors, reported_tokens
+from gateway.adapters.litellm_embedding import (
+    PARAMS as EMBEDDING_PARAMS,
+    ordered_vectors,
+    provider_batch_limit,
+    reported_tokens,
+)
 from gateway.errors import (
     BadRequest,
     UpstreamError,
@@ -166,6 +171,9 @@ class OpenAICompatEmbedding:
 
     def __init__(self, http: HttpClient) -> None:
         self._http = http
+
+    def max_batch(self, target: Target) -> int:
+        return provider_batch_limit(target.model)  # the same provider limits as through litellm
 
     async def embed(self, call: EmbeddingCall) -> EmbeddingOutput:
         if not call.inputs:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.adapters.base import (
+    EmbeddingAdapter,
     EmbeddingCall,
     EmbeddingOutput,
     EmbeddingVector,
@@ -29,32 +30,13 @@ from gateway.resilience.plan import Resilience
 from gateway.routing import RouteTable, Target
 from gateway.trace import current_trace
 
-# Most inputs one upstream call may carry, by litellm provider prefix (documented limits).
-_BATCH_LIMITS: dict[str, int] = {
-    "openai/": 2048,
-    "azure/": 2048,
-    "text-embedding-": 2048,  # bare OpenAI model names
-    "cohere/": 96,
-    "voyage/": 128,
-    "gemini/": 100,
-    "vertex_ai/": 250,
-    "mistral/": 512,
-    "jina_ai/": 2048,
-    "tei/": 32,  # text-embeddings-inference's default max_client_batch_size
-    "local/": 64,  # small slices keep the embedded model's queue fair between requests
-}
-_DEFAULT_BATCH = 256
 # Batches of one request that may be in flight upstream at once.
 _PARALLEL_BATCHES = 4
 
 
-def batch_size(target: Target) -> int:
-    if target.config.max_batch_size:
-        return target.config.max_batch_size
-    for prefix, limit in _BATCH_LIMITS.items():
-        if target.model.startswith(prefix):
-            return limit
-    return _DEFAULT_BATCH
+def batch_size(target: Target, adapter: EmbeddingAdapter) -> int:
+    """Inputs per upstream call: the target's ``max_batch_size``, else the adapter's limit for it."""
+    return target.config.max_batch_size or adapter.max_batch(target)
 
 
 def estimate_input_tokens(inputs: list[MediaInput]) -> int:
@@ -144,7 +126,7 @@ class EmbeddingService:
         if not inputs:
             return [], 0
         adapter = self._backends.embedding(target)
-        size = batch_size(target)
+        size = batch_size(target, adapter)
         batches = [inputs[i : i + size] for i in range(0, len(inputs), size)]
         gate = asyncio.Semaphore(_PARALLEL_BATCHES)
 
