@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from gateway.adapters.base import ScoredDoc
+from gateway.adapters.registry import Backends
 from gateway.audio import FLAC, M4A, MP3, OGG, WAV, WEBM, sniff_audio
 from gateway.config import TargetConfig
 from gateway.errors import BadRequest, UpstreamUnavailable
@@ -146,10 +147,17 @@ def test_batch_size_by_provider_and_override() -> None:
     def target(model: str, **kw: object) -> Target:
         return Target(config=TargetConfig(model=model, **kw), model=model)  # type: ignore[arg-type]
 
-    assert batch_size(target("openai/text-embedding-3-small")) == 2048
-    assert batch_size(target("cohere/embed-english-v3.0")) == 96
-    assert batch_size(target("hosted_vllm/bge")) == 256
-    assert batch_size(target("cohere/embed-english-v3.0", max_batch_size=10)) == 10
+    backends = Backends()
+
+    def size(t: Target) -> int:
+        return batch_size(t, backends.embedding(t))
+
+    assert size(target("openai/text-embedding-3-small")) == 2048
+    assert size(target("cohere/embed-english-v3.0")) == 96
+    assert size(target("hosted_vllm/bge")) == 256
+    assert size(target("cohere/embed-english-v3.0", max_batch_size=10)) == 10
+    assert size(target("tei/bge", api_base="http://tei")) == 32
+    assert size(target("tei/bge", api_base="http://tei", max_batch_size=8)) == 8
 
 
 @pytest.mark.asyncio
