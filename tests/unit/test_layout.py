@@ -54,7 +54,6 @@ EXEMPT: dict[str, str] = {
     "console/tryit.py": "covered by tests/unit/console/test_console.py",
     "key_guard.py": "covered by tests/unit/console/test_console.py",
     "console/publish.py": "covered by tests/unit/console/test_aggregate.py",
-    "resilience/breaker.py": "covered by tests/unit/cache/test_memory.py (breaker tests, to be split out)",
     "resilience/health.py": "covered by tests/unit/resilience/test_plan.py",
     "cli.py": "covered by tests/unit/test_cpus.py and tests/unit/invoke/test_limits.py",
     "app.py": "covered by tests/unit/test_observe.py, tests/unit/test_probes.py, tests/unit/console/test_console.py",
