@@ -11,7 +11,7 @@ some characters far more: U+FDFA (3 bytes) becomes 18 code points, so twenty of 
 buffer and corrupt the heap. ``clean_text`` applies NFKC first: the map is NFKC plus a few
 whitespace and control-character rules, so after NFKC no character expands by more than one
 code point per byte (checked over every code point against the model's own map in
-``tests/unit/test_local_guards.py``), and ordinary text gives the same tokens as before. The
+``tests/unit/adapters/local/test_guards.py``), and ordinary text gives the same tokens as before. The
 text is also bounded before and after NFKC, so its expansion (18x at most) stays bounded.
 
 Audio. Header fields are checked before a decoder sees them (channel counts, sample rates, the
