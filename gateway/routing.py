@@ -12,11 +12,12 @@ from __future__ import annotations
 import fnmatch
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from gateway.catalog import is_local
 from gateway.config import RouteConfig, TargetConfig
+from gateway.config.backends import Backend, resolve_backend
 
 _GLOB_CHARS = frozenset("*?[")
 _CACHE_LIMIT = 4096
@@ -45,13 +46,20 @@ class Target:
     # at the same address is one backend, whichever routes use it. No credentials in it.
     key: str = field(default="", compare=False)
     fallback: bool = False
-    # Served by an embedded model (resolved once here, not per call by the model prefix).
+    # Resolved once here (targets are built when a route resolves, and cached), never per call.
+    backend: Backend = field(init=False, compare=False)
+    # Served by an embedded model.
     local: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.key:
             object.__setattr__(self, "key", target_key(self.config, self.model))
-        object.__setattr__(self, "local", is_local(self.model))
+        object.__setattr__(self, "backend", resolve_backend(self.config, self.model))
+        object.__setattr__(self, "local", self.backend.kind == "local")
+
+    def uses_litellm(self, model_types: Iterable[str] = ("llm",)) -> bool:
+        """Whether serving these model types may need litellm (it is imported only if so)."""
+        return self.backend.uses_litellm(model_types)
 
     @property
     def label(self) -> str:

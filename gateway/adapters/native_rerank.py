@@ -26,19 +26,12 @@ from gateway.routing import Target
 from gateway.trace import current_trace
 
 COHERE_BASE = "https://api.cohere.ai"
-_PROVIDERS = frozenset({"cohere", "hosted_vllm", "xinference"})
 
 
 def native_rerank(target: Target) -> bool:
-    cfg = target.config
-    if cfg.native is False or cfg.litellm_params:
-        return False
-    provider = provider_prefix(target.model)
-    if provider not in _PROVIDERS:
-        return False
-    if provider == "cohere":
-        return cfg.api_key is not None
-    return bool(cfg.api_base)
+    """Whether this client serves the target's rerank calls (its backend, resolved with the
+    target: see gateway.config.backends)."""
+    return target.backend.client("rerank") == "rerank"
 
 
 def rerank_url(target: Target) -> str:

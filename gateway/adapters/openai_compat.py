@@ -48,19 +48,12 @@ from gateway.routing import Target
 from gateway.trace import current_trace
 
 OPENAI_BASE = "https://api.openai.com/v1"
-# litellm provider prefixes whose chat API is OpenAI's own.
-NATIVE_PREFIXES = ("openai/", "hosted_vllm/")
 
 
 def native_openai(target: Target) -> bool:
-    """Whether the native client serves this target's chat and embedding calls."""
-    cfg = target.config
-    if cfg.native is not None:
-        return cfg.native
-    if not target.model.startswith(NATIVE_PREFIXES):
-        return False
-    # Settings only litellm understands keep the call on litellm.
-    return not cfg.litellm_params and not cfg.api_version
+    """Whether the native client serves this target's chat and embedding calls (its backend,
+    resolved with the target: see gateway.config.backends)."""
+    return target.backend.client("llm") == "openai"
 
 
 def _base(target: Target) -> str:

