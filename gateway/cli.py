@@ -15,6 +15,7 @@ import orjson
 
 from gateway import __version__
 from gateway.config import CONFIG_ENV, CONSOLE_ENV, INNER_API_KEY_ENV, ConfigError, GatewayConfig, load_config
+from gateway.config.backends import resolve_backend
 from gateway.cpus import AUTO_WORKERS_CAP, auto_workers
 from gateway.logs import configure_logging
 from gateway.routing import RouteTable
@@ -225,6 +226,7 @@ def _check_config(args: argparse.Namespace) -> int:
         "dify_api_url": config.dify.api_url,
         "forwarding": _forwarding(config),
         "routes": RouteTable(config.routes).describe(),
+        "backends": _backends(config),
         "summary_model": config.summary_model.model if config.summary_model else None,
         "embedding_cache": _cache(config),
         "serverless": _serverless(config),
@@ -248,6 +250,16 @@ def _check_config(args: argparse.Namespace) -> int:
     }
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+def _backends(config: GatewayConfig) -> dict[str, dict[str, str]]:
+    """Per route (by its label in errors and logs), what serves each target: the backend kind
+    (explicit or derived from the model prefix; validated when the file was loaded)."""
+    shown = RouteTable(config.routes).describe()
+    return {
+        str(row["route"]): {t.model: resolve_backend(t, t.model).kind for t in [*route.targets, *route.fallbacks]}
+        for row, route in zip(shown, config.routes, strict=True)
+    }
 
 
 def _forwarding(config: GatewayConfig) -> str:

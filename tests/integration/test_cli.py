@@ -143,6 +143,40 @@ def test_invalid_config_fails_with_file_and_key(tmp_path: Path, subcommand: str)
     assert b"Traceback" not in result.stderr
 
 
+def test_check_config_names_the_backend_of_each_target(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "routes:\n  - name: chat\n    match: {type: llm}\n"
+        "    targets: [{model: 'openai/{model}'}, {model: 'anthropic/claude', backend: litellm}]\n"
+        "    fallbacks: [{model: 'hosted_vllm/m', api_base: 'http://vllm:8000/v1'}]\n"
+    )
+    result = subprocess.run(command("check-config", "--config", str(config)), env=offline_env(), capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["backends"] == {
+        "chat": {"openai/{model}": "openai", "anthropic/claude": "litellm", "hosted_vllm/m": "openai"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("{model: anthropc/claude}", b"route 'chat', target 'anthropc/claude': litellm does not know the provider"),
+        ("{model: tei/bge, api_base: 'http://tei'}", b"route 'chat', target 'tei/bge': backend tei cannot serve llm"),
+        (
+            "{model: hosted_vllm/m, backend: openai}",
+            b"route 'chat', target 'hosted_vllm/m': backend openai needs api_base",
+        ),
+    ],
+)
+def test_check_config_reports_backend_problems(tmp_path: Path, target: str, expected: bytes) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"routes:\n  - name: chat\n    match: {{type: llm}}\n    targets: [{target}]\n")
+    result = subprocess.run(command("check-config", "--config", str(config)), env=offline_env(), capture_output=True)
+    assert result.returncode == 2
+    assert expected in result.stderr and b"routes[0]" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
 def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
     """SIGKILL to the parent (an OOM kill, a hard stop): its workers drain and exit too."""
     config = tmp_path / "gateway.yaml"
