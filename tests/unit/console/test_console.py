@@ -11,11 +11,11 @@ from starlette.requests import Request
 
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config
-from gateway.key_guard import KeyGuard, client_address
 from gateway.console.state import ConsoleState
 from gateway.console.status import _public_key, public_address
 from gateway.console.tryit import _example, plan_try
 from gateway.errors import BadRequest
+from gateway.key_guard import KeyGuard, client_address
 from gateway.redaction import Redactor
 from gateway.trace import Trace
 
@@ -207,10 +207,14 @@ def test_try_form_becomes_the_daemons_request() -> None:
         "stop": [],
         "stream": False,
     }
-    emb = plan_try(gateway.services, {"type": "text-embedding", "route": "tenant-emb", "text": "a\nb", "input_type": "document"})
+    emb = plan_try(
+        gateway.services, {"type": "text-embedding", "route": "tenant-emb", "text": "a\nb", "input_type": "document"}
+    )
     assert emb.route == "tenant-emb" and emb.body["tenant_id"] == "t-9"  # the route's own tenant
     assert emb.body["texts"] == ["a", "b"] and emb.body["input_type"] == "document"
-    unrouted = plan_try(gateway.services, {"type": "moderation", "text": "hello there", "provider": "acme", "model": "m"})
+    unrouted = plan_try(
+        gateway.services, {"type": "moderation", "text": "hello there", "provider": "acme", "model": "m"}
+    )
     assert unrouted.route is None and unrouted.body["provider"] == "langgenius/acme/acme"
     stt = plan_try(gateway.services, {"type": "speech2text", "audio_base64": "AAEC"})
     assert stt.body["file"] == "000102"

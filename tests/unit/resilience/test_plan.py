@@ -299,6 +299,8 @@ def test_retry_after_http_date() -> None:
 
 
 def test_default_budget_is_retries_plus_one_per_target_and_fallback() -> None:
-    config = route(retries=2, targets=[{"model": "anthropic/x"}, {"model": "anthropic/y"}], fallbacks=[{"model": "bedrock/z"}])
+    config = route(
+        retries=2, targets=[{"model": "anthropic/x"}, {"model": "anthropic/y"}], fallbacks=[{"model": "bedrock/z"}]
+    )
     assert config.attempt_budget == 5
     assert route(retries=1, max_attempts=9).attempt_budget == 9

@@ -146,7 +146,11 @@ def test_invoke_kinds_are_the_sdk_model_invoke_types() -> None:
         "moderation",
         "system_summary",
     }
-    assert {name for name, e in BY_INVOKE_TYPE.items() if e.reply == "stream"} == {"llm", "llm_structured_output", "tts"}
+    assert {name for name, e in BY_INVOKE_TYPE.items() if e.reply == "stream"} == {
+        "llm",
+        "llm_structured_output",
+        "tts",
+    }
 
 
 def test_the_plugins_tenant_id_is_replaced_and_null_rerank_limits_become_zero() -> None:
