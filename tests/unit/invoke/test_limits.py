@@ -14,7 +14,7 @@ from gateway.errors import PayloadTooLarge
 from gateway.invoke.limits import Limits
 from gateway.routing import RouteTable
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -32,8 +32,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert all(route.limits is None for route in config.routes)
 
 
-def test_the_readme_configuration_reference_lists_every_limit_with_its_default() -> None:
-    block = README.read_text().split("\nlimits:", 1)[1].split("\n", 8)[:8]
+def test_the_configuration_reference_lists_every_limit_with_its_default() -> None:
+    block = CONFIGURATION_DOC.read_text().split("\nlimits:", 1)[1].split("\n", 8)[:8]
     documented = dict(re.findall(r"^  (\w+): (\d+)", "\n".join(block), re.MULTILINE))
     assert {k: int(v) for k, v in documented.items()} == RequestLimits().model_dump()
 
