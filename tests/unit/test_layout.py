@@ -27,6 +27,12 @@ EXEMPT: dict[str, str] = {
     "logs.py": PURE + " (logger names and the JSON log format)",
     "protocol/results.py": PURE + " (TypedDicts of the daemon's result shapes)",
     "resilience/window.py": "a tiny sliding window, tested through resilience/test_plan.py",
+    "status.py": PURE + " (the read-only GatewayStatus protocol)",
+    # Covered by integration tests only (tests/integration/test_remote_adapters_*.py,
+    # test_llm_upstream.py, test_http_client_proxy.py); their own unit tests are still to write.
+    "adapters/http_client.py": "integration tests only, for now",
+    "adapters/litellm_errors.py": "integration tests only, for now",
+    "adapters/openai_compat.py": "integration tests only, for now",
     # Covered by unit test modules that test several modules at once (not yet split per module).
     "audio.py": "covered by tests/unit/invoke/test_invoke_logic.py (sniff_audio)",
     "invoke/common.py": "covered by tests/unit/invoke/test_invoke_logic.py",
