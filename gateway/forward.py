@@ -73,8 +73,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
-from gateway.adapters.http_client import HttpClient
 from gateway.http import INNER_PREFIX, JSON_MEDIA_TYPE
+from gateway.http_client import HttpClient, connect_timed_out, transport_reason
 from gateway.protocol.envelope import error_body, error_frame
 from gateway.protocol.framing import HEADER_SIZE, MAGIC
 
@@ -160,7 +160,7 @@ class DifyForwarder:
                 proxy=self._http.proxy_for(self._base),
             )
         except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            if connect_timed_out(exc):
                 reason = f"no connection within {self._connect_timeout_s:g} s"
             else:
                 reason = f"no reply within {self._timeout_s:g} s"
@@ -230,12 +230,7 @@ class DifyForwarder:
         return _envelope_error(message, status)
 
     def _describe(self, exc: BaseException) -> str:
-        text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        # aiohttp's connection reprs list the proxy settings, proxy credentials included.
-        text = text.partition(" Connection<")[0].partition("ConnectionKey(")[0]
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:_MAX_REASON] + ("..." if len(text) > _MAX_REASON else "")
+        return transport_reason(exc, self._secrets)
 
 
 class _ForwardedReply(StreamingResponse):

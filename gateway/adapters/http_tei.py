@@ -31,8 +31,8 @@ from gateway.adapters.base import (
     RerankOutput,
     ScoredDoc,
 )
-from gateway.adapters.http_client import HttpClient, JsonReply
 from gateway.errors import BadRequest, UpstreamUnavailable
+from gateway.http_client import HttpClient, JsonReply
 from gateway.routing import Target
 from gateway.trace import current_trace
 

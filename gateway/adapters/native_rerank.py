@@ -18,10 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.adapters.base import RerankAdapter, RerankCall, RerankOutput
-from gateway.adapters.http_client import HttpClient
 from gateway.adapters.litellm_common import bare_model, call_params, deadline_s, provider_prefix
 from gateway.adapters.litellm_rerank import PARAMS, litellm_target, parse_results, reported_tokens
 from gateway.errors import UpstreamUnavailable
+from gateway.http_client import HttpClient
 from gateway.routing import Target
 from gateway.trace import current_trace
 

@@ -18,7 +18,6 @@ import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.adapters.base import (
@@ -30,7 +29,6 @@ from gateway.adapters.base import (
     TokenUsage,
     ToolCallDelta,
 )
-from gateway.adapters.http_client import HttpClient, status_error
 from gateway.adapters.litellm_common import call_params
 from gateway.adapters.litellm_embedding import (
     PARAMS as EMBEDDING_PARAMS,
@@ -40,10 +38,9 @@ from gateway.adapters.litellm_embedding import (
 )
 from gateway.errors import (
     BadRequest,
-    UpstreamError,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.http_client import HttpClient, Response, request_timeout, status_error, upstream_errors
 from gateway.routing import Target
 from gateway.trace import current_trace
 
@@ -122,8 +119,8 @@ class OpenAICompatChat:
         where = call.context.describe(call.target)
         url, body, headers = self._request(call)
         secret = call.target.config.api_key.get_secret_value() if call.target.config.api_key else None
-        timeout = aiohttp.ClientTimeout(total=call.timeout_s, sock_connect=call.connect_timeout_s)
-        try:
+        timeout = request_timeout(call.timeout_s, connect_s=call.connect_timeout_s)
+        with upstream_errors(where, secrets=(secret,)):
             session = self._http.session()
             async with session.post(
                 url, data=body, headers=headers, timeout=timeout, proxy=self._http.proxy_for(url)
@@ -135,15 +132,6 @@ class OpenAICompatChat:
                     return
                 async for event in _sse_events(resp, where):
                     yield event
-        except UpstreamError:
-            raise
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream timed out ({where})") from exc
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            detail = f"{type(exc).__name__}: {exc}"[:200]
-            if secret:
-                detail = detail.replace(secret, "***")
-            raise UpstreamUnavailable(f"upstream unreachable or failed ({where}): {detail}") from exc
 
 
 def _headers(target: Target) -> dict[str, str]:
@@ -225,7 +213,7 @@ def _whole(body: bytes, where: str) -> ChatEvent:
     )
 
 
-async def _sse_events(resp: aiohttp.ClientResponse, where: str) -> AsyncIterator[ChatEvent]:
+async def _sse_events(resp: Response, where: str) -> AsyncIterator[ChatEvent]:
     """Events from the SSE body; a stream cut before ``[DONE]`` with no finish reason raises."""
     finished = False
     async for raw in resp.content:

@@ -21,7 +21,6 @@ from gateway.adapters.base import (
     SpeechAdapter,
     TranscriptionAdapter,
 )
-from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_chat import LiteLLMChatAdapter
 from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
@@ -34,6 +33,7 @@ from gateway.adapters.native_rerank import NativeRerank
 from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding
 from gateway.config.backends import BackendKind
 from gateway.errors import NoRoute
+from gateway.http_client import HttpClient
 from gateway.routing import Target
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.adapters.http_client import HttpClient
 from gateway.forward import DifyForwarder, _FrameTracker
+from gateway.http_client import HttpClient
 from gateway.protocol.envelope import data_frame, error_frame
 from gateway.protocol.framing import FrameDecodeError, FrameDecoder, decode_frames
 from tests.fakes.dify import NOT_FOUND_BODY, Behaviour, FakeDify, Frames, Json, Raw, Reset, frames

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from gateway.adapters.http_client import EnvProxies, HttpClient
 from gateway.errors import UpstreamUnavailable
+from gateway.http_client import EnvProxies, HttpClient
 from tests.fakes.loopback import LoopbackServer
 
 

@@ -19,12 +19,12 @@ from gateway.adapters.base import (
     MediaInput,
     UpstreamContext,
 )
-from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
 from gateway.adapters.openai_compat import OpenAICompatEmbedding
 from gateway.config import TargetConfig
 from gateway.errors import BadRequest, UpstreamUnavailable
+from gateway.http_client import HttpClient
 from gateway.routing import Target
 from tests.fakes.upstream import Embeddings, FakeUpstream, fake_embedding
 

@@ -27,7 +27,6 @@ from gateway.adapters.base import (
     TranscriptionCall,
     UpstreamContext,
 )
-from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
 from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
@@ -44,6 +43,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.http_client import HttpClient
 from gateway.routing import Target
 from tests.fakes.upstream import Behaviour, FakeUpstream, Hang, HttpError, Reset
 

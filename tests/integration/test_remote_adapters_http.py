@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from gateway.adapters.http_client import MAX_DETAIL, HttpClient
 from gateway.errors import UpstreamBadRequest, UpstreamTimeout, UpstreamUnavailable
+from gateway.http_client import MAX_DETAIL, HttpClient
 from tests.fakes.upstream import Embeddings, FakeUpstream, Hang, HttpError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -11,13 +11,13 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from gateway.adapters.base import MediaInput, RerankCall, ScoredDoc, UpstreamContext
-from gateway.adapters.http_client import HttpClient
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.native_rerank import NativeRerank, native_rerank
 from gateway.adapters.registry import uses_litellm
 from gateway.config import TargetConfig
 from gateway.errors import BadRequest, UpstreamError
+from gateway.http_client import HttpClient
 from gateway.routing import Target
 from tests.fakes.upstream import FakeUpstream, HttpError, Rerank, rerank_score
 

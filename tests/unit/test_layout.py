@@ -29,8 +29,7 @@ EXEMPT: dict[str, str] = {
     "resilience/window.py": "a tiny sliding window, tested through resilience/test_plan.py",
     "status.py": PURE + " (the read-only GatewayStatus protocol)",
     # Covered by integration tests only (tests/integration/test_remote_adapters_*.py,
-    # test_llm_upstream.py, test_http_client_proxy.py); their own unit tests are still to write.
-    "adapters/http_client.py": "integration tests only, for now",
+    # test_llm_upstream.py); their own unit tests are still to write.
     "adapters/litellm_errors.py": "integration tests only, for now",
     "adapters/openai_compat.py": "integration tests only, for now",
     # Covered by unit test modules that test several modules at once (not yet split per module).

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from gateway.adapters.base import ScoredDoc
-from gateway.adapters.http_client import MAX_DETAIL, error_detail
 from gateway.adapters.litellm_embedding import (
     cohere_embed_url,
     decode_vector,
@@ -23,6 +22,7 @@ from gateway.adapters.litellm_media import decode_base64, image_data_uri, looks_
 from gateway.adapters.litellm_moderation import flagged_categories
 from gateway.adapters.litellm_rerank import litellm_target, parse_results
 from gateway.adapters.litellm_speech import mime_type
+from gateway.http_client import MAX_DETAIL, error_detail
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(8)
 

@@ -1,9 +1,21 @@
-"""One shared aiohttp client for the direct HTTP adapters, with the upstream error mapping.
+"""Outbound HTTP: one shared aiohttp client, and the one mapping of its failures to gateway errors.
 
 The session is created lazily inside the running loop (an aiohttp session belongs to the
-loop it was made on) and keeps a keep-alive pool for every adapter of an app instance.
-Failures become gateway errors here, with messages that name the caller's ``where`` and
-quote at most a short piece of the upstream's own error text.
+loop it was made on) and keeps a keep-alive pool for every adapter and the Dify forwarder
+of an app instance.
+
+Failures become gateway errors here and nowhere else, with messages that name the caller's
+``where`` and quote at most a short piece of the upstream's own error text:
+
+- a non-2xx reply: :func:`status_error`, its class by status
+  (``upstream error HTTP <status> (<where>): <message from the body>``);
+- no reply in time (``TimeoutError``, aiohttp's timeouts included): ``UpstreamTimeout``,
+  ``upstream timed out[ after <s> s] (<where>)``;
+- a failed exchange (``aiohttp.ClientError``, ``ConnectionError``): ``UpstreamUnavailable``,
+  ``upstream unreachable or failed (<where>): <ExceptionType>: <text>``.
+
+Secrets given by the caller are masked (``***``) in every message, whatever echoed them, and
+aiohttp's connection reprs (which list proxy settings, credentials included) are cut off.
 """
 
 from __future__ import annotations
@@ -11,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +40,16 @@ from gateway.errors import (
 )
 
 MAX_DETAIL = 200
+# What a failed exchange raises (aiohttp's timeouts are TimeoutErrors too: checked first).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, aiohttp.ClientError, ConnectionError)
+
+# A reply being read (its status, headers and ``content`` stream), for callers that stream it.
+Response = aiohttp.ClientResponse
+
+
+def request_timeout(total_s: float, *, connect_s: float | None) -> aiohttp.ClientTimeout:
+    """The per-request timeout: the whole exchange within ``total_s``, the socket connected within ``connect_s``."""
+    return aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +73,7 @@ def error_detail(body: bytes) -> str:
             message = error
         message = message or parsed.get("message") or parsed.get("detail")
     text = message if isinstance(message, str) else body.decode("utf-8", errors="replace")
-    text = " ".join(text.split())
-    return text[:MAX_DETAIL] + ("..." if len(text) > MAX_DETAIL else "")
+    return _shortened(" ".join(text.split()))
 
 
 def status_error(status: int, body: bytes, headers: Mapping[str, str], where: str, secret: str | None) -> UpstreamError:
@@ -63,6 +85,52 @@ def status_error(status: int, body: bytes, headers: Mapping[str, str], where: st
         detail = detail.replace(secret, "***")
     retry_after = retry_after_seconds(headers.get("Retry-After"))
     return cls(f"upstream error HTTP {status} ({where}): {detail}", status, retry_after)
+
+
+def _shortened(text: str) -> str:
+    return text[:MAX_DETAIL] + ("..." if len(text) > MAX_DETAIL else "")
+
+
+def transport_reason(exc: BaseException, secrets: Iterable[str | None] = ()) -> str:
+    """``exc`` as one short line (``ExceptionType: text``): whitespace collapsed, aiohttp's
+    connection reprs cut off, ``secrets`` masked, at most ``MAX_DETAIL`` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    # aiohttp's connection reprs list the proxy settings, proxy credentials included.
+    text = text.partition(" Connection<")[0].partition("ConnectionKey(")[0]
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _shortened(text)
+
+
+def connect_timed_out(exc: BaseException) -> bool:
+    """Whether a ``TimeoutError`` came before any connection was made (nothing reached the upstream)."""
+    return isinstance(exc, aiohttp.ConnectionTimeoutError)
+
+
+def transport_error(
+    exc: BaseException, where: str, *, timeout_s: float | None = None, secrets: Iterable[str | None] = ()
+) -> UpstreamError:
+    """The gateway error for one of ``TRANSPORT_ERRORS``: ``UpstreamTimeout`` for a timeout
+    (naming ``timeout_s`` when given), else ``UpstreamUnavailable``."""
+    if isinstance(exc, TimeoutError):
+        after = f" after {timeout_s:g} s" if timeout_s is not None else ""
+        return UpstreamTimeout(f"upstream timed out{after} ({where})")
+    return UpstreamUnavailable(f"upstream unreachable or failed ({where}): {transport_reason(exc, secrets)}")
+
+
+@contextmanager
+def upstream_errors(
+    where: str, *, timeout_s: float | None = None, secrets: Iterable[str | None] = ()
+) -> Iterator[None]:
+    """Raise what the block raises, a transport failure as its gateway error (:func:`transport_error`).
+
+    Gateway errors raised inside (``status_error``, malformed replies) pass through unchanged.
+    """
+    try:
+        yield
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(exc, where, timeout_s=timeout_s, secrets=tuple(secrets)) from exc
 
 
 class EnvProxies:
@@ -137,17 +205,12 @@ class HttpClient:
         session = self.session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(self._connect_timeout_s, timeout_s))
         request_headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
-        try:
+        with upstream_errors(where, timeout_s=timeout_s, secrets=(secret,)):
             async with session.post(
                 url, data=orjson.dumps(payload), headers=request_headers, timeout=timeout, proxy=self.proxy_for(url)
             ) as resp:
                 body = await resp.read()
                 status, reply_headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream timed out after {timeout_s:g} s ({where})") from exc
-        except aiohttp.ClientError as exc:
-            detail = f"{type(exc).__name__}: {exc}"[:MAX_DETAIL]
-            raise UpstreamUnavailable(f"upstream unreachable or failed ({where}): {detail}") from exc
         if not 200 <= status < 300:
             raise status_error(status, body, reply_headers, where, secret)
         try:
