@@ -21,7 +21,7 @@ from typing import Any
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.embedding_cache import EmbeddingCache
-from gateway.cache.redis_store import RedisStore
+from gateway.cache.redis_store import RedisStore, create_redis_store
 from gateway.cache.setup import build_embedding_cache
 from gateway.catalog import is_local, preload_list
 from gateway.config import GatewayConfig
@@ -118,7 +118,7 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
         model_map=model_map,
         health=health,
         resilience=resilience,
-        shared_breakers=SharedBreakers.build(config.cache, config.resilience.breaker, health),
+        shared_breakers=_shared_breakers(config, health),
         embedding_cache=embedding_cache,
         llm=LLMService(routes, backends, model_map, resilience),
         embedding=EmbeddingService(routes, backends, model_map, resilience, embedding_cache, limits),
@@ -200,6 +200,14 @@ class ServicesLifecycle:
             log.exception("loading the embedded models failed")
         finally:
             self._on_ready()
+
+
+def _shared_breakers(config: GatewayConfig, health: TargetHealth) -> SharedBreakers | None:
+    """Breaker state shared across replicas, kept in the cache's Redis (``resilience.breaker.shared``)."""
+    breaker = config.resilience.breaker
+    if not (breaker.enabled and breaker.shared):
+        return None
+    return SharedBreakers(create_redis_store(config.cache), health, config.cache.key_prefix)
 
 
 def needs_litellm(config: GatewayConfig) -> bool:

@@ -4,7 +4,8 @@ When a breaker opens here, the instant it may probe again is written to Redis (w
 of the cooldown); every second each replica reads the entries of the backends it knows
 and opens its own breakers until then. Replicas do not share probes or counts: each still
 decides to close on its own successful probe. Redis trouble never touches requests: reads
-and writes go through the cache's store, with its short timeout and its own breaker.
+and writes go through the store it is given (the cache's Redis store, with its short timeout
+and its own breaker), which never raises.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import hashlib
 import logging
 import math
 import time
+from typing import Protocol
 
-from gateway.cache.redis_store import RedisStore, create_redis_store
-from gateway.config import BreakerConfig, CacheConfig
 from gateway.resilience.health import TargetHealth
 
 log = logging.getLogger("dify_gateway")
@@ -25,18 +25,22 @@ log = logging.getLogger("dify_gateway")
 SYNC_INTERVAL_S = 1.0
 
 
+class SharedStore(Protocol):
+    """The key-value store the entries live in (``gateway.cache.redis_store.RedisStore``)."""
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
+
+    def put_many(self, items: list[tuple[str, bytes]], ttl_s: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class SharedBreakers:
-    def __init__(self, store: RedisStore, health: TargetHealth, key_prefix: str) -> None:
+    def __init__(self, store: SharedStore, health: TargetHealth, key_prefix: str) -> None:
         self._store = store
         self._health = health
         self._prefix = f"{key_prefix}breaker:"
         self._task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def build(cls, cache: CacheConfig, breaker: BreakerConfig, health: TargetHealth) -> SharedBreakers | None:
-        if not (breaker.enabled and breaker.shared):
-            return None
-        return cls(create_redis_store(cache), health, cache.key_prefix)
 
     def redis_key(self, target_key: str) -> str:
         return self._prefix + hashlib.sha256(target_key.encode()).hexdigest()[:32]
