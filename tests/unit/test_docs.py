@@ -7,11 +7,14 @@
 - Every relative link in README.md and docs/*.md points to a file that exists, and its `#anchor`, if any, to a
   heading of that file (GitHub's slug rules: lower case, punctuation dropped, spaces to hyphens).
 - README.md has at most 260 lines.
+- docs/architecture.md shows the layer contract of pyproject.toml: its diagram has one box per layer, naming the
+  layer's modules in the same order; its module map names every top-level module and package of gateway/.
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +92,36 @@ def test_relative_links_point_to_existing_files_and_headings() -> None:
 
 def test_readme_is_short() -> None:
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 260
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _contract_layers() -> list[list[str]]:
+    """The modules of each layer of the import-linter contract, top first, without the ``gateway.`` prefix."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    return [[m.strip().strip("()").removeprefix("gateway.") for m in layer.split("|")] for layer in layers]
+
+
+def test_architecture_diagram_draws_the_layer_contract() -> None:
+    text = ARCHITECTURE.read_text()
+    diagram = text[text.index("```mermaid\nflowchart") : text.index("```\n", text.index("```mermaid\nflowchart") + 3)]
+    boxes = [
+        [m.strip().removeprefix("gateway.") for m in label.split("|")]
+        for label in re.findall(r'\["([^"]+)"\]', diagram)
+    ]
+    assert boxes == _contract_layers()
+
+
+def test_module_map_names_every_top_level_module() -> None:
+    text = ARCHITECTURE.read_text()
+    module_map = text[text.index("## Module map") :]
+    package = ROOT / "gateway"
+    names = [
+        f"gateway/{p.name}/" if p.is_dir() else f"gateway/{p.name}"
+        for p in sorted(package.iterdir())
+        if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.name != "__init__.py")
+    ]
+    missing = [name for name in names if f"`{name}`" not in module_map]
+    assert not missing, f"docs/architecture.md's module map does not name {missing}"
