@@ -10,7 +10,6 @@ Resolution is pure (no I/O) and cached, so the hot path does one dict lookup.
 from __future__ import annotations
 
 import fnmatch
-import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -89,14 +88,6 @@ class Resolution:
     route_label: str
     targets: tuple[Target, ...]
     fallbacks: tuple[Target, ...] = ()
-
-    def pick(self, rng: random.Random | None = None) -> Target:
-        """A target chosen by weight."""
-        if len(self.targets) == 1:
-            return self.targets[0]
-        chooser = rng or random
-        weights = [t.config.weight for t in self.targets]
-        return chooser.choices(self.targets, weights=weights, k=1)[0]
 
 
 class _CompiledRoute:

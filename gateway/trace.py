@@ -34,10 +34,6 @@ class Trace:
 current_trace: ContextVar[Trace | None] = ContextVar("dify_gateway_trace", default=None)
 
 
-def traced() -> Trace | None:
-    return current_trace.get()
-
-
 def valid_traceparent(value: str | None) -> str | None:
     """A W3C ``traceparent`` worth passing on (version-traceid-parentid-flags), else None."""
     if not value or len(value) != 55:

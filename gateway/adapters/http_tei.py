@@ -36,7 +36,6 @@ from gateway.http_client import HttpClient, JsonReply
 from gateway.routing import Target
 from gateway.trace import current_trace
 
-PREFIX = "tei/"
 DEFAULT_BATCH = 32
 MAX_PARALLEL_CHUNKS = 8
 # Target params that go into the request bodies (others are for completions).
