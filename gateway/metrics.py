@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from gateway import __version__
 from gateway.cache.embedding_cache import EmbeddingCache
-from gateway.cache.store import StoreStats, VectorStore
+from gateway.cache.store import VectorStore
 from gateway.resilience.health import TargetHealth
 from gateway.status import GatewayStatus
 
@@ -48,16 +48,8 @@ class EmbeddingCacheCollector(Collector):
         yield from _store_metrics(self._cache.store)
 
 
-def _stores(store: VectorStore) -> list[tuple[str, StoreStats]]:
-    """(tier name, stats) for a store and, for a tiered one, its two tiers."""
-    l1, l2 = getattr(store, "l1", None), getattr(store, "l2", None)
-    if l1 is not None and l2 is not None:
-        return [("memory", l1.stats), ("redis", l2.stats)]
-    return [(store.name, store.stats)]
-
-
 def _store_metrics(store: VectorStore) -> Iterator[Metric]:
-    tiers = _stores(store)
+    tiers = store.tiers()
     families = {
         "errors": CounterMetricFamily(
             "dify_gateway_embedding_cache_errors", "Failed or timed-out cache store operations", labels=["store"]

@@ -21,7 +21,7 @@ from typing import Any
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.embedding_cache import EmbeddingCache
-from gateway.cache.redis_store import RedisStore, create_redis_store
+from gateway.cache.redis_store import create_redis_store
 from gateway.cache.setup import build_embedding_cache
 from gateway.catalog import is_local, preload_list
 from gateway.config import GatewayConfig
@@ -157,9 +157,7 @@ class ServicesLifecycle:
         if services.shared_breakers is not None:
             services.shared_breakers.start()
         if services.embedding_cache is not None:
-            redis = getattr(services.embedding_cache.store, "l2", services.embedding_cache.store)
-            if isinstance(redis, RedisStore):
-                self._tasks.append(loop.create_task(redis.warm_up()))
+            self._tasks.append(loop.create_task(services.embedding_cache.store.warm_up()))
         config = services.config
         local = sorted({t.model for r in config.routes for t in r.targets if is_local(t.model)})
         preload = preload_list(local, config.server.preload_local_models)

@@ -27,6 +27,12 @@ class MemoryStore:
         # key -> (value, expires at); least recently used first.
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
 
+    def tiers(self) -> list[tuple[str, StoreStats]]:
+        return [(self.name, self.stats)]
+
+    async def warm_up(self) -> bool:
+        return True  # nothing to connect
+
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         now = self._clock()
         found: list[bytes | None] = []

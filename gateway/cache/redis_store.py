@@ -117,6 +117,9 @@ class RedisStore:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def tiers(self) -> list[tuple[str, StoreStats]]:
+        return [(self.name, self.stats)]
+
     async def warm_up(self, timeout_s: float = WARM_UP_S) -> bool:
         """Connect ahead of the first request, with a generous budget; whether Redis answered.
 

@@ -40,6 +40,14 @@ class VectorStore(Protocol):
         """Store values in the background (off the response path). Never raises."""
         ...
 
+    def tiers(self) -> list[tuple[str, StoreStats]]:
+        """(tier name, its counters) per tier, fastest first: one for a plain store, two for a tiered one."""
+        ...
+
+    async def warm_up(self) -> bool:
+        """Connect ahead of the first request, off the request path; whether the store answered. Never raises."""
+        ...
+
     async def aclose(self) -> None:
         """Wait briefly for pending writes, then release connections."""
         ...

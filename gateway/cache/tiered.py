@@ -40,6 +40,12 @@ class TieredStore:
     def stats(self, value: StoreStats) -> None:
         raise AttributeError("TieredStore.stats is computed from l1.stats and l2.stats")
 
+    def tiers(self) -> list[tuple[str, StoreStats]]:
+        return [*self.l1.tiers(), *self.l2.tiers()]
+
+    async def warm_up(self) -> bool:
+        return await self.l2.warm_up()
+
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         values = await self.l1.get_many(keys)
         missing = [i for i, value in enumerate(values) if value is None]

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from gateway import __version__
 from gateway.cache.embedding_cache import EmbeddingCache
-from gateway.cache.store import StoreStats
 from gateway.config import TargetConfig
 from gateway.metrics import multiprocess_dir
 from gateway.resilience.health import TargetState
@@ -163,12 +162,7 @@ def _cache(services: Services) -> dict[str, Any]:
     stats = cache.stats
     looked_up = stats.hits + stats.misses + stats.shared
     store = cache.store
-    tiers: list[tuple[str, StoreStats]]
-    l1, l2 = getattr(store, "l1", None), getattr(store, "l2", None)
-    if l1 is not None and l2 is not None:
-        tiers = [("memory", l1.stats), ("redis", l2.stats)]
-    else:
-        tiers = [(store.name, store.stats)]
+    tiers = store.tiers()
     body: dict[str, Any] = {
         "enabled": True,
         "scope": settings.embeddings.scope,

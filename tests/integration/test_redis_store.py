@@ -100,6 +100,8 @@ async def test_tiered_reads_l1_first_and_fills_it_from_l2(redis_url: str) -> Non
     async with open_store(redis_url, **ROOMY) as l2:
         tiered = TieredStore(MemoryStore(1 << 20), l2)
         assert tiered.name == "tiered"
+        assert tiered.tiers() == [("memory", tiered.l1.stats), ("redis", l2.stats)]
+        assert await tiered.warm_up() is True  # Redis answered
         tiered.put_many([("both", b"1")], ttl_s=60)
         l2.put_many([("remote", b"2")], ttl_s=60)
         await l2.drain()

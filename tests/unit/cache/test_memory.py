@@ -85,3 +85,12 @@ async def test_memory_with_zero_bytes_stores_nothing() -> None:
     store.put_many([("k", b"v")], ttl_s=60)
     assert await store.get_many(["k"]) == [None]
     await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_memory_is_one_tier_with_nothing_to_warm_up() -> None:
+    store = MemoryStore(1024)
+    store.put_many([("a", b"1")], ttl_s=60)
+    assert store.tiers() == [("memory", store.stats)]
+    assert store.tiers()[0][1].entries == 1
+    assert await store.warm_up() is True
