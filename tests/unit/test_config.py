@@ -202,3 +202,28 @@ def test_the_static_litellm_provider_list_matches_the_installed_litellm() -> Non
     assert installed == PROVIDERS, "regenerate gateway/config/litellm_providers.py from the installed litellm"
     hosts = {urlsplit(e if "://" in e else f"https://{e}").hostname for e in litellm.openai_compatible_endpoints}
     assert hosts == OPENAI_COMPATIBLE_HOSTS
+
+
+def test_console_is_off_by_default_and_switched_by_the_environment() -> None:
+    assert parse_config({}, "<t>", env={}).console.enabled is False
+    on = parse_config({}, "<t>", env={"DIFY_GATEWAY_CONSOLE": "1", "DIFY_GATEWAY_ADMIN_KEY": "admin-from-env"})
+    assert on.console.enabled is True and on.console.admin_key is not None
+    assert on.console.admin_key.get_secret_value() == "admin-from-env"
+    assert "admin-from-env" in on.secrets()  # so it is redacted from messages
+    off = parse_config({"console": {"enabled": True}}, "<t>", env={"DIFY_GATEWAY_CONSOLE": "false"})
+    assert off.console.enabled is False
+    with pytest.raises(ConfigError, match="DIFY_GATEWAY_CONSOLE must be 1 or 0"):
+        parse_config({}, "<t>", env={"DIFY_GATEWAY_CONSOLE": "maybe"})
+
+
+def test_console_admin_key_from_the_file_wins_and_may_not_be_blank() -> None:
+    config = parse_config(
+        {"console": {"enabled": True, "admin_key": "os.environ/ADMIN"}},
+        "<t>",
+        env={"ADMIN": "from-file-ref", "DIFY_GATEWAY_ADMIN_KEY": "ignored"},
+    )
+    assert config.console.admin_key is not None and config.console.admin_key.get_secret_value() == "from-file-ref"
+    with pytest.raises(ConfigError, match="console.admin_key: Value error, the key is empty"):
+        parse_config({"console": {"admin_key": " "}}, "<t>", env={})
+    with pytest.raises(ConfigError, match="console.enable: Extra inputs are not permitted"):
+        parse_config({"console": {"enable": True}}, "<t>", env={})

@@ -199,3 +199,22 @@ def test_model_processes_ignore_terminal_signals_and_die_with_their_parent() -> 
             supervised.close()
 
     asyncio.run(scenario())
+
+
+def test_models_loaded_on_demand_report_a_missing_install_at_once() -> None:
+    from gateway.catalog import ON_DEMAND_MODELS, REQUIRED_PACKAGES, STT_MODEL, preload_list
+
+    routed = ["local/espeak-ng", STT_MODEL]
+    assert STT_MODEL in ON_DEMAND_MODELS
+    assert preload_list(routed, True) == ["local/espeak-ng"]
+    assert preload_list(routed, False) == []
+    assert preload_list(routed, [STT_MODEL, STT_MODEL]) == [STT_MODEL]
+
+    installed = ModelSlot[object]("local/x", "builtins:object")
+    installed.check_installed(REQUIRED_PACKAGES[STT_MODEL])  # the local extra is installed here
+    assert installed.state == "not loaded"
+    missing = ModelSlot[object]("local/y", "builtins:object")
+    missing.check_installed(("numpy", "no_such_package_for_dify_gateway"))
+    assert missing.state.startswith("failed: not installed (missing package no_such_package_for_dify_gateway)")
+    with pytest.raises(UpstreamUnavailable, match="not installed"):
+        asyncio.run(missing.run(lambda _model: None, timeout_s=1, where="test"))
