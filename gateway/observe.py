@@ -146,14 +146,7 @@ class InnerRequestObserver:
             self._recorder(trace, outcome, status, duration_s, body)
         if self._request_log:
             fields: dict[str, Any] = {
-                "request_id": trace.request_id,
-                "type": trace.model_type,
-                "route": trace.route,
-                "target": trace.target.label if trace.target is not None else None,
-                "outcome": outcome,
-                "status": status,
-                "attempts": trace.attempts,
-                "duration_ms": round(duration_s * 1000, 3),
+                **trace.summary(outcome, status, duration_s),
                 "upstream_ms": round(trace.upstream_s * 1000, 3),
                 "overhead_ms": round(max(0.0, duration_s - trace.upstream_s) * 1000, 3),
                 "first_byte_ms": round(first_byte_s * 1000, 3) if first_byte_s is not None else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # routing imports the configuration, which imports this (through http)
     from gateway.routing import Target
@@ -29,6 +29,19 @@ class Trace:
     stream_error: bool = False  # a stream ended with an error frame
     outcome: str | None = None  # set where it is known (see request_metrics.OUTCOMES)
     traceparent: str | None = None  # the caller's W3C traceparent, passed on upstream
+
+    def summary(self, outcome: str, status: int, duration_s: float, *, ms_digits: int = 3) -> dict[str, Any]:
+        """The request in a few fields (the request log line and the console's recent errors start with these)."""
+        return {
+            "request_id": self.request_id,
+            "type": self.model_type,
+            "route": self.route,
+            "target": self.target.label if self.target is not None else None,
+            "outcome": outcome,
+            "status": status,
+            "attempts": self.attempts,
+            "duration_ms": round(duration_s * 1000, ms_digits),
+        }
 
 
 current_trace: ContextVar[Trace | None] = ContextVar("dify_gateway_trace", default=None)

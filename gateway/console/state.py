@@ -141,14 +141,7 @@ class ConsoleState:
         self._errors.appendleft(
             {
                 "at": round(self._wall(), 3),
-                "request_id": trace.request_id,
-                "type": trace.model_type,
-                "route": trace.route,
-                "target": trace.target.label if trace.target is not None else None,
-                "outcome": outcome,
-                "status": status,
-                "attempts": trace.attempts,
-                "duration_ms": round(duration_s * 1000, 1),
+                **trace.summary(outcome, status, duration_s, ms_digits=1),
                 "message": message,
             }
         )
