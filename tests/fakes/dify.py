@@ -20,6 +20,9 @@ between them, optionally reset after some of them), ``Reset`` (TCP RST before an
 ``Hang`` (no reply until the client leaves). Every request is recorded, including the ones
 answered with a reset or abandoned by the client (``outcome == "disconnected"``), with
 ``time.monotonic()`` timings comparable with the test's clock.
+
+A test module that wants one fake for all its tests, fresh for each, binds the pytest fixtures
+``dify_server`` and ``dify`` with ``dify_server, dify = dify_fixtures()``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, TypeAlias
 
+import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -52,6 +56,7 @@ __all__ = [
     "Json",
     "Raw",
     "Reset",
+    "dify_fixtures",
     "frames",
 ]
 
@@ -369,3 +374,26 @@ async def _wait_for_disconnect() -> NoReturn:
     """Park the handler; it is cancelled when the client goes away or on stop()."""
     await asyncio.get_running_loop().create_future()
     raise AssertionError("unreachable: the parking future is never resolved")
+
+
+# --------------------------------------------------------------------------
+# Pytest fixtures
+# --------------------------------------------------------------------------
+
+
+def dify_fixtures() -> tuple[Any, Any]:
+    """The fixtures ``dify_server`` (one ``FakeDify`` for the test module: starting a server per
+    test would dominate the module's run time) and ``dify`` (that fake, its records and scripts
+    cleared before each test). Bind both at module level: pytest finds fixtures by attribute."""
+
+    @pytest.fixture(scope="module", name="dify_server")
+    def server() -> Iterator[FakeDify]:
+        with FakeDify() as fake:
+            yield fake
+
+    @pytest.fixture(name="dify")
+    def fresh(dify_server: FakeDify) -> FakeDify:
+        dify_server.reset()
+        return dify_server
+
+    return server, fresh

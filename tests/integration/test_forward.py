@@ -28,7 +28,7 @@ from gateway.forward import DifyForwarder, _FrameTracker
 from gateway.http_client import HttpClient
 from gateway.protocol.envelope import data_frame, error_frame
 from gateway.protocol.framing import FrameDecodeError, FrameDecoder, decode_frames
-from tests.fakes.dify import NOT_FOUND_BODY, Behaviour, FakeDify, Frames, Json, Raw, Reset, frames
+from tests.fakes.dify import NOT_FOUND_BODY, Behaviour, FakeDify, Frames, Json, Raw, Reset, dify_fixtures, frames
 from tests.support.server import AppServer
 
 DAEMON_KEY = "daemon-side-key"
@@ -64,16 +64,7 @@ class ForwardServer(AppServer):
         super().__init__(app)
 
 
-@pytest.fixture(scope="module")
-def dify_server() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
-def dify(dify_server: FakeDify) -> FakeDify:
-    dify_server.reset()
-    return dify_server
+dify_server, dify = dify_fixtures()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fakes.dify import FakeDify, Json
+from tests.fakes.dify import FakeDify, Json, dify_fixtures
 from tests.support.server import TEST_KEY, GatewayServer, gateway_config
 
 UNARY = Json({"data": {"ok": True}, "error": ""})
@@ -40,16 +40,7 @@ ESCAPES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def dify_server() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
-def dify(dify_server: FakeDify) -> FakeDify:
-    dify_server.reset()
-    return dify_server
+dify_server, dify = dify_fixtures()
 
 
 @pytest.fixture(scope="module")
