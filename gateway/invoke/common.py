@@ -9,12 +9,28 @@ from decimal import Decimal
 from typing import TypeVar
 
 from gateway.adapters.base import UpstreamContext
+from gateway.adapters.registry import Backends
+from gateway.config import RequestLimits
 from gateway.errors import NoRoute, UpstreamTimeout
+from gateway.invoke.limits import Limits
 from gateway.pricing import ModelMap, Prices
 from gateway.resilience.plan import Resilience, run_attempts
 from gateway.routing import Resolution, RouteTable, Target
 
 T = TypeVar("T")
+
+
+class RoutedService:
+    """What the rerank, TTS, speech-to-text and moderation services hold: the routes, the backends,
+    the attempt policy and the request limits."""
+
+    def __init__(
+        self, routes: RouteTable, backends: Backends, resilience: Resilience, limits: RequestLimits | None = None
+    ) -> None:
+        self._routes = routes
+        self._limits = Limits(limits or RequestLimits())
+        self._backends = backends
+        self._resilience = resilience
 
 
 def resolve(routes: RouteTable, model_type: str, provider: str, model: str, tenant: str) -> Resolution:

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from gateway.adapters.base import ModerationCall, ModerationOutput
-from gateway.adapters.registry import Backends
-from gateway.config import RequestLimits
-from gateway.invoke.common import call_upstream, resolve, upstream_context
-from gateway.invoke.limits import Limits
+from gateway.invoke.common import RoutedService, call_upstream, resolve, upstream_context
 from gateway.protocol.requests import ModerationInvokeRequest
 from gateway.protocol.results import ModerationResultDict
-from gateway.resilience.plan import Resilience
-from gateway.routing import RouteTable, Target
+from gateway.routing import Target
 
 
-class ModerationService:
-    def __init__(
-        self, routes: RouteTable, backends: Backends, resilience: Resilience, limits: RequestLimits | None = None
-    ) -> None:
-        self._routes = routes
-        self._limits = Limits(limits or RequestLimits())
-        self._backends = backends
-        self._resilience = resilience
-
+class ModerationService(RoutedService):
     async def moderate(self, request: ModerationInvokeRequest) -> ModerationResultDict:
         resolution = resolve(self._routes, "moderation", request.provider, request.model, request.tenant_id)
         self._limits.check(resolution, "moderation_chars", len(request.text), "text")

@@ -9,15 +9,11 @@ as the daemon turns an omitted value into 0.
 from __future__ import annotations
 
 from gateway.adapters.base import MediaInput, RerankCall, RerankOutput, ScoredDoc
-from gateway.adapters.registry import Backends
-from gateway.config import RequestLimits
 from gateway.errors import UpstreamUnavailable
-from gateway.invoke.common import call_upstream, resolve, upstream_context
-from gateway.invoke.limits import Limits
+from gateway.invoke.common import RoutedService, call_upstream, resolve, upstream_context
 from gateway.protocol.requests import MultimodalRerankInvokeRequest, RerankInvokeRequest
 from gateway.protocol.results import RerankDocDict, RerankResultDict
-from gateway.resilience.plan import Resilience
-from gateway.routing import RouteTable, Target
+from gateway.routing import Target
 
 
 def rank(
@@ -36,15 +32,7 @@ def rank(
     return [{"index": d.index, "text": texts[d.index], "score": d.score} for d in ordered]
 
 
-class RerankService:
-    def __init__(
-        self, routes: RouteTable, backends: Backends, resilience: Resilience, limits: RequestLimits | None = None
-    ) -> None:
-        self._routes = routes
-        self._limits = Limits(limits or RequestLimits())
-        self._backends = backends
-        self._resilience = resilience
-
+class RerankService(RoutedService):
     async def rerank(self, request: RerankInvokeRequest | MultimodalRerankInvokeRequest) -> RerankResultDict:
         if isinstance(request, RerankInvokeRequest):
             model_type, query = "rerank", MediaInput.text(request.query)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from gateway.adapters.base import TranscriptionCall
-from gateway.adapters.registry import Backends
 from gateway.audio import MP3, sniff_audio
-from gateway.config import RequestLimits
 from gateway.errors import BadRequest
-from gateway.invoke.common import call_upstream, resolve, upstream_context
-from gateway.invoke.limits import Limits
+from gateway.invoke.common import RoutedService, call_upstream, resolve, upstream_context
 from gateway.protocol.requests import Speech2TextInvokeRequest
 from gateway.protocol.results import TextResultDict
-from gateway.resilience.plan import Resilience
-from gateway.routing import RouteTable, Target
+from gateway.routing import Target
 
 
 def decode_hex_audio(text: str) -> bytes:
@@ -26,15 +22,7 @@ def decode_hex_audio(text: str) -> bytes:
         raise BadRequest("invalid payload: file is not valid hex: it contains a non-hex character") from None
 
 
-class Speech2TextService:
-    def __init__(
-        self, routes: RouteTable, backends: Backends, resilience: Resilience, limits: RequestLimits | None = None
-    ) -> None:
-        self._routes = routes
-        self._limits = Limits(limits or RequestLimits())
-        self._backends = backends
-        self._resilience = resilience
-
+class Speech2TextService(RoutedService):
     async def transcribe(self, request: Speech2TextInvokeRequest) -> TextResultDict:
         resolution = resolve(self._routes, "speech2text", request.provider, request.model, request.tenant_id)
         # From the hex length: an oversized upload is refused without being decoded.

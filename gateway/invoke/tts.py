@@ -15,16 +15,13 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from gateway.adapters.base import SpeechCall, SpeechOutput, UpstreamContext
-from gateway.adapters.registry import Backends
-from gateway.config import RequestLimits
 from gateway.errors import BadRequest, UpstreamUnavailable
-from gateway.invoke.common import resolve, upstream_context
-from gateway.invoke.limits import Limits
+from gateway.invoke.common import RoutedService, resolve, upstream_context
 from gateway.invoke.text_split import speech_pieces
 from gateway.protocol.requests import TTSInvokeRequest
 from gateway.protocol.results import TTSChunkDict
-from gateway.resilience.plan import AttemptPlan, Resilience, stream_attempts
-from gateway.routing import RouteTable, Target
+from gateway.resilience.plan import AttemptPlan, stream_attempts
+from gateway.routing import Target
 
 # Audio bytes per frame: large enough to keep the frame count low (the daemon's queue is
 # bounded), small enough that a player can start early.
@@ -42,15 +39,7 @@ def audio_chunks(output: SpeechOutput) -> list[TTSChunkDict]:
     ]
 
 
-class TTSService:
-    def __init__(
-        self, routes: RouteTable, backends: Backends, resilience: Resilience, limits: RequestLimits | None = None
-    ) -> None:
-        self._routes = routes
-        self._limits = Limits(limits or RequestLimits())
-        self._backends = backends
-        self._resilience = resilience
-
+class TTSService(RoutedService):
     def chunks(self, request: TTSInvokeRequest) -> AsyncGenerator[TTSChunkDict, None]:
         """Resolve now (so routing errors come before the stream), synthesise lazily.
 
