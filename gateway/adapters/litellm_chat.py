@@ -5,42 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, ToolCallDelta
+from gateway.adapters.base import ChatCall, ChatEvent
 from gateway.adapters.litellm_clients import OpenAIClients
 from gateway.adapters.litellm_common import target_kwargs
 from gateway.adapters.litellm_errors import map_litellm_error
 from gateway.adapters.litellm_loader import load_litellm
+from gateway.adapters.openai_wire import chunk_event, completion_event
 from gateway.errors import UpstreamUnavailable
 
 __all__ = ["LiteLLMChatAdapter", "target_kwargs"]
-
-
-def _usage(raw: Any) -> TokenUsage | None:
-    if raw is None:
-        return None
-    prompt = getattr(raw, "prompt_tokens", None)
-    completion = getattr(raw, "completion_tokens", None)
-    if prompt is None and completion is None:
-        return None
-    return TokenUsage(prompt_tokens=int(prompt or 0), completion_tokens=int(completion or 0))
-
-
-def _tool_deltas(raw: Any) -> list[ToolCallDelta] | None:
-    if not raw:
-        return None
-    deltas = []
-    for position, tc in enumerate(raw):
-        fn = getattr(tc, "function", None)
-        index = getattr(tc, "index", None)
-        deltas.append(
-            ToolCallDelta(
-                index=index if isinstance(index, int) else position,
-                id=getattr(tc, "id", None) or None,
-                name=getattr(fn, "name", None) or None,
-                arguments=getattr(fn, "arguments", None),
-            )
-        )
-    return deltas
 
 
 # Providers whose text completions litellm sends through an ``openai.AsyncOpenAI`` client.
@@ -87,11 +60,12 @@ class LiteLLMChatAdapter:
                     if call.tool_choice is not None:
                         kwargs["tool_choice"] = call.tool_choice
                 response = await litellm.acompletion(messages=call.messages, **kwargs)
+            text_completion = call.prompt is not None
             if not call.stream:
-                yield self._whole(response, text_completion=call.prompt is not None)
+                yield completion_event(response, text_completion=text_completion)
                 return
             async for chunk in response:
-                event = self._chunk(chunk)
+                event = chunk_event(chunk, text_completion=text_completion)
                 if event is not None:
                     yield event
             # litellm ends a cut stream with a made-up "stop"; what the upstream really sent
@@ -104,40 +78,3 @@ class LiteLLMChatAdapter:
                 raise UpstreamUnavailable(f"upstream stream ended before the answer was finished ({where})")
         except Exception as exc:  # the adapter boundary: every failure becomes an UpstreamError
             raise map_litellm_error(exc, where) from exc
-
-    @staticmethod
-    def _whole(response: Any, text_completion: bool) -> ChatEvent:
-        choice = response.choices[0] if response.choices else None
-        if text_completion:
-            text = getattr(choice, "text", "") or ""
-            tools = None
-        else:
-            message = getattr(choice, "message", None)
-            text = getattr(message, "content", None) or ""
-            tools = _tool_deltas(getattr(message, "tool_calls", None))
-        return ChatEvent(
-            text=text,
-            tool_calls=tools,
-            finish_reason=getattr(choice, "finish_reason", None),
-            usage=_usage(getattr(response, "usage", None)),
-            model=getattr(response, "model", None),
-            system_fingerprint=getattr(response, "system_fingerprint", None),
-        )
-
-    @staticmethod
-    def _chunk(chunk: Any) -> ChatEvent | None:
-        usage = _usage(getattr(chunk, "usage", None))
-        choices = getattr(chunk, "choices", None) or []
-        if not choices:
-            return ChatEvent(usage=usage) if usage else None
-        choice = choices[0]
-        delta = getattr(choice, "delta", None)
-        text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
-        return ChatEvent(
-            text=text or "",
-            tool_calls=_tool_deltas(getattr(delta, "tool_calls", None)) if delta is not None else None,
-            finish_reason=getattr(choice, "finish_reason", None),
-            usage=usage,
-            model=getattr(chunk, "model", None),
-            system_fingerprint=getattr(chunk, "system_fingerprint", None),
-        )

@@ -1,5 +1,5 @@
 """Native chat and embeddings for OpenAI-compatible upstreams: one shared aiohttp session, SSE lines parsed
-straight into ``ChatEvent`` with orjson, no per-chunk objects beyond the event itself.
+with orjson and read straight into ``ChatEvent`` (``openai_wire``), no per-chunk objects beyond the event itself.
 
 litellm costs ~10 ms of CPU per call and 1.4-2.9 ms per streamed chunk; this path costs a
 small fraction of that. It serves chat-mode and text embedding calls to targets ``native_openai`` selects
@@ -26,8 +26,6 @@ from gateway.adapters.base import (
     ChatEvent,
     EmbeddingCall,
     EmbeddingOutput,
-    TokenUsage,
-    ToolCallDelta,
 )
 from gateway.adapters.litellm_common import call_params
 from gateway.adapters.litellm_embedding import (
@@ -36,10 +34,8 @@ from gateway.adapters.litellm_embedding import (
     provider_batch_limit,
     reported_tokens,
 )
-from gateway.errors import (
-    BadRequest,
-    UpstreamUnavailable,
-)
+from gateway.adapters.openai_wire import WireError, chunk_event, completion_event
+from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.http_client import HttpClient, Response, request_timeout, status_error, upstream_errors
 from gateway.routing import Target
 from gateway.trace import current_trace
@@ -60,33 +56,6 @@ def _base(target: Target) -> str:
     if target.model.startswith("openai/"):
         return OPENAI_BASE
     raise UpstreamUnavailable(f"target {target.model!r} needs an api_base for the native OpenAI-compatible client")
-
-
-def _usage(raw: Any) -> TokenUsage | None:
-    if not isinstance(raw, dict):
-        return None
-    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    if prompt is None and completion is None:
-        return None
-    return TokenUsage(int(prompt or 0), int(completion or 0))
-
-
-def _tool_deltas(raw: Any) -> list[ToolCallDelta] | None:
-    if not raw or not isinstance(raw, list):
-        return None
-    deltas = []
-    for position, call in enumerate(raw):
-        function = call.get("function") or {}
-        index = call.get("index")
-        deltas.append(
-            ToolCallDelta(
-                index=index if isinstance(index, int) else position,
-                id=call.get("id") or None,
-                name=function.get("name") or None,
-                arguments=function.get("arguments"),
-            )
-        )
-    return deltas
 
 
 class OpenAICompatChat:
@@ -198,19 +167,16 @@ class _Usage:
 def _whole(body: bytes, where: str) -> ChatEvent:
     try:
         data = orjson.loads(body)
-        choice = (data.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError) as exc:
-        raise UpstreamUnavailable(f"malformed reply from upstream ({where}): not a chat completion") from exc
-    content = message.get("content")
-    return ChatEvent(
-        text=content if isinstance(content, str) else "",
-        tool_calls=_tool_deltas(message.get("tool_calls")),
-        finish_reason=choice.get("finish_reason"),
-        usage=_usage(data.get("usage")),
-        model=data.get("model"),
-        system_fingerprint=data.get("system_fingerprint"),
-    )
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamUnavailable(f"malformed reply from upstream ({where}): not JSON") from exc
+    choices = data.get("choices") if isinstance(data, dict) else None
+    # An object whose first choice (if any) is an object; openai_wire reads the rest.
+    if not isinstance(data, dict) or (choices and not (isinstance(choices, list) and isinstance(choices[0], dict))):
+        raise UpstreamUnavailable(f"malformed reply from upstream ({where}): not a chat completion")
+    try:
+        return completion_event(data)
+    except WireError as exc:
+        raise UpstreamUnavailable(f"malformed reply from upstream ({where}): {exc}") from exc
 
 
 async def _sse_events(resp: Response, where: str) -> AsyncIterator[ChatEvent]:
@@ -233,24 +199,13 @@ async def _sse_events(resp: Response, where: str) -> AsyncIterator[ChatEvent]:
         if error:
             message = error.get("message") if isinstance(error, dict) else str(error)
             raise UpstreamUnavailable(f"upstream failed mid-stream ({where}): {str(message)[:200]}")
-        usage = _usage(chunk.get("usage"))
-        choices = chunk.get("choices")
-        if not choices:
-            if usage is not None:
-                yield ChatEvent(usage=usage)
+        try:
+            event = chunk_event(chunk)
+        except WireError as exc:
+            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): {exc}") from exc
+        if event is None:
             continue
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        finish = choice.get("finish_reason")
-        finished = finished or bool(finish)
-        yield ChatEvent(
-            text=content if isinstance(content, str) else "",
-            tool_calls=_tool_deltas(delta.get("tool_calls")),
-            finish_reason=finish,
-            usage=usage,
-            model=chunk.get("model"),
-            system_fingerprint=chunk.get("system_fingerprint"),
-        )
+        finished = finished or bool(event.finish_reason)
+        yield event
     if not finished:
         raise UpstreamUnavailable(f"upstream stream ended before the answer was finished ({where})")
