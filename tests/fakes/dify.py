@@ -28,23 +28,17 @@ A test module that wants one fake for all its tests, fresh for each, binds the p
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import socket
-import struct
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn, TypeAlias
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.protocol.envelope import data_frame
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import RESET_GRACE_S, Outcome, RecordingServer, wait_for_disconnect
 
 __all__ = [
     "NOT_FOUND_BODY",
@@ -70,10 +64,6 @@ NOT_FOUND_BODY: dict[str, Any] = {
     "your spelling and try again.",
     "status": 404,
 }
-
-# Before a reset the server waits this long so the client has read what was written: a
-# receiver drops data still unread when the RST arrives.
-RESET_GRACE_S = 0.05
 
 
 # --------------------------------------------------------------------------
@@ -143,8 +133,6 @@ def frames(*data: Any) -> list[bytes]:
 # Recording
 # --------------------------------------------------------------------------
 
-Outcome: TypeAlias = Literal["pending", "completed", "reset", "disconnected"]
-
 
 @dataclass
 class DifyRequest:
@@ -180,22 +168,11 @@ class DifyRequest:
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class _State:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    requests: list[DifyRequest] = field(default_factory=list)
-    scripts: dict[str, deque[Behaviour]] = field(default_factory=dict)
-
-
-class FakeDify(LoopbackServer):
-    """Scripted Dify API on 127.0.0.1 (see the module docstring)."""
+class FakeDify(RecordingServer[DifyRequest, Behaviour]):
+    """Scripted Dify API on 127.0.0.1 (see the module docstring); ``script(path, *steps)``,
+    ``requests``, ``reset()``, ``wait_until`` and ``await_until`` come from ``RecordingServer``."""
 
     client_max_size = 256 * 1024 * 1024
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._state = _State()
-        self._seq = itertools.count(1)
 
     # -- addresses ---------------------------------------------------------
 
@@ -204,21 +181,7 @@ class FakeDify(LoopbackServer):
         """``http://127.0.0.1:PORT``: what Dify's API URL would be (the daemon appends ``/inner/api/...``)."""
         return f"http://127.0.0.1:{self.port}"
 
-    # -- scripting and inspection (thread-safe) ----------------------------
-
-    def script(self, path: str, *steps: Behaviour) -> None:
-        """Replace the queue of replies for ``path``; no steps clears it."""
-        with self._state.lock:
-            if steps:
-                self._state.scripts[path] = deque(steps)
-            else:
-                self._state.scripts.pop(path, None)
-
-    @property
-    def requests(self) -> list[DifyRequest]:
-        """A snapshot of every recorded request, in arrival order."""
-        with self._state.lock:
-            return list(self._state.requests)
+    # -- inspection --------------------------------------------------------
 
     def last(self, path: str | None = None) -> DifyRequest:
         """The latest request (to ``path``, if given)."""
@@ -227,55 +190,11 @@ class FakeDify(LoopbackServer):
             raise LookupError(f"FakeDify received no request{'' if path is None else ' for ' + path}")
         return matching[-1]
 
-    def reset(self) -> None:
-        """Forget recorded requests and scripts."""
-        with self._state.lock:
-            self._state.requests.clear()
-            self._state.scripts.clear()
-
-    def wait_until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
-        """Poll ``predicate`` until it holds (records are updated by the server thread)."""
-        deadline = time.monotonic() + within
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("FakeDify.wait_until: condition not met")
-            time.sleep(0.005)
-
-    async def await_until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
-        """``wait_until`` for async tests (the caller's loop keeps running)."""
-        async with asyncio.timeout(within):
-            while not predicate():  # noqa: ASYNC110 - the state lives in another thread
-                await asyncio.sleep(0.005)
-
     def _next_behaviour(self, path: str) -> Behaviour | None:
-        with self._state.lock:
-            queue = self._state.scripts.get(path)
-            if not queue:
-                return None
-            return queue.popleft() if len(queue) > 1 else queue[0]
+        with self._lock:
+            return self._next_step(self._scripts.get(path))
 
     # -- request handling --------------------------------------------------
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        arrived_at = time.monotonic()
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight[task] = request.transport
-        try:
-            rec = await self._record(request, arrived_at)
-            try:
-                resp = await self._dispatch(request, rec)
-            except asyncio.CancelledError:
-                if rec.outcome == "pending":
-                    rec.outcome = "disconnected"
-                raise
-            finally:
-                rec.ended_at = time.monotonic()
-            if rec.outcome == "pending":
-                rec.outcome = "completed"
-            return resp
-        finally:
-            del self._inflight[task]
 
     async def _record(self, request: web.Request, arrived_at: float) -> DifyRequest:
         body = await request.read()
@@ -293,9 +212,7 @@ class FakeDify(LoopbackServer):
             chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
             arrived_at=arrived_at,
         )
-        with self._state.lock:
-            self._state.requests.append(rec)
-        return rec
+        return self._keep(rec)
 
     async def _dispatch(self, request: web.Request, rec: DifyRequest) -> web.StreamResponse:
         behaviour = self._next_behaviour(rec.path)
@@ -315,24 +232,14 @@ class FakeDify(LoopbackServer):
         if isinstance(behaviour, Reset):
             await asyncio.sleep(behaviour.delay_s)
             await self._abort(request, rec)
-        await _wait_for_disconnect()  # Hang
-
-    async def _prepare(self, request: web.Request, rec: DifyRequest, resp: web.StreamResponse) -> None:
-        await resp.prepare(request)
-        rec.status = resp.status
-        rec.headers_sent_at = time.monotonic()
+        await wait_for_disconnect()  # Hang
 
     async def _send(
         self, request: web.Request, rec: DifyRequest, body: bytes, status: int, content_type: str, headers: Headers
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=status, headers=CIMultiDict(headers))
         resp.headers["Content-Type"] = content_type
-        resp.content_length = len(body)
-        await self._prepare(request, rec, resp)
-        await resp.write(body)
-        await resp.write_eof()
-        rec.last_byte_at = time.monotonic()
-        return resp
+        return await self._send_whole(request, rec, resp, body)
 
     async def _stream(self, request: web.Request, rec: DifyRequest, spec: Frames) -> web.StreamResponse:
         await asyncio.sleep(spec.headers_delay_s)
@@ -345,35 +252,15 @@ class FakeDify(LoopbackServer):
                 break
             if i:
                 await asyncio.sleep(spec.gap_s)
-            await resp.write(chunk)
-            rec.last_byte_at = time.monotonic()
+            await self._write(rec, resp, chunk)
         if spec.reset_after is not None:
             await asyncio.sleep(RESET_GRACE_S)
             await self._abort(request, rec)
-        await resp.write_eof()
-        rec.last_byte_at = time.monotonic()
-        return resp
-
-    async def _abort(self, request: web.Request, rec: DifyRequest) -> NoReturn:
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                # Linger 0 turns the close into a TCP RST, as a crashed server's would be.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            rec.outcome = "reset"
-            transport.abort()
-        await _wait_for_disconnect()  # connection_lost cancels this handler
+        return await self._finish(rec, resp)
 
 
 def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
-
-
-async def _wait_for_disconnect() -> NoReturn:
-    """Park the handler; it is cancelled when the client goes away or on stop()."""
-    await asyncio.get_running_loop().create_future()
-    raise AssertionError("unreachable: the parking future is never resolved")
 
 
 # --------------------------------------------------------------------------

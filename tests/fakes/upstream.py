@@ -29,18 +29,15 @@ import hashlib
 import itertools
 import json
 import re
-import socket
 import struct
-import threading
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import RESET_GRACE_S, Outcome, RecordingServer, wait_for_disconnect
 
 __all__ = [
     "Behaviour",
@@ -68,11 +65,6 @@ JSON: TypeAlias = dict[str, Any]
 
 # A fixed ``created`` keeps responses byte-for-byte reproducible across runs.
 CREATED = 1_700_000_000
-
-# Before a mid-stream reset the server waits this long (or ``gap_s`` if larger)
-# so the client has read the k good chunks: both aiohttp and httpx surface a
-# connection error *instead of* data that is still buffered when it arrives.
-RESET_GRACE_S = 0.05
 
 
 _MALFORMED_LINE = b"data: {this is not json\n\n"
@@ -287,8 +279,6 @@ def rerank_score(query: str, document: str) -> float:
 # Recording
 # --------------------------------------------------------------------------
 
-Outcome: TypeAlias = Literal["pending", "completed", "reset", "disconnected"]
-
 
 @dataclass(frozen=True)
 class RecordedFile:
@@ -339,16 +329,14 @@ class RecordedRequest:
 _Serve: TypeAlias = Callable[[web.Request, RecordedRequest, Any], Awaitable[web.StreamResponse]]
 
 
-class FakeUpstream(LoopbackServer):
-    """Scripted OpenAI-compatible HTTP server on 127.0.0.1 (see module docstring)."""
+class FakeUpstream(RecordingServer[RecordedRequest, Behaviour]):
+    """Scripted OpenAI-compatible HTTP server on 127.0.0.1 (see module docstring);
+    ``script(model, *steps)``, ``requests``, ``wait_until`` and ``await_until`` come from
+    ``RecordingServer``."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scripts: dict[str, deque[Behaviour]] = {}
         self._default: deque[Behaviour] = deque()
-        self._seq = itertools.count(1)
         # path -> (behaviour used when nothing is scripted, handler)
         self._routes: dict[str, tuple[Behaviour, _Serve]] = {
             "/v1/chat/completions": (Chat(), self._serve_chat),
@@ -384,17 +372,6 @@ class FakeUpstream(LoopbackServer):
 
     # -- scripting and inspection (thread-safe) ----------------------------
 
-    def script(self, model: str, *steps: Behaviour) -> None:
-        """Replace the queue for requests with this ``model``; no steps clears it.
-
-        Each request pops the next step; the last one is reused forever.
-        """
-        with self._lock:
-            if steps:
-                self._scripts[model] = deque(steps)
-            else:
-                self._scripts.pop(model, None)
-
     def default(self, *steps: Behaviour) -> None:
         """Queue used for models without a script (same popping rule).
 
@@ -404,76 +381,22 @@ class FakeUpstream(LoopbackServer):
         with self._lock:
             self._default = deque(steps)
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of every recorded request, in arrival order."""
-        with self._lock:
-            return list(self._requests)
-
     def count(self, path: str | None = None, model: str | None = None) -> int:
         """Attempts that reached the server (failed ones included), optionally filtered."""
         return sum(1 for r in self.requests if (path is None or r.path == path) and (model is None or r.model == model))
 
     def reset(self) -> None:
         """Forget recorded requests, scripts and the default queue."""
+        super().reset()
         with self._lock:
-            self._requests.clear()
-            self._scripts.clear()
             self._default.clear()
-
-    def wait_until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
-        """Poll ``predicate`` (e.g. over ``requests``) until it holds; for sync tests.
-
-        Records are updated by the server thread, possibly just after the
-        client saw the last byte, so wait before asserting outcomes/timings.
-        """
-        deadline = time.monotonic() + within
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("FakeUpstream.wait_until: condition not met")
-            time.sleep(0.005)
-
-    async def await_until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
-        """``wait_until`` for async tests: the caller's loop keeps running, so e.g.
-        a client socket closed on it really closes while we wait for the
-        server-side "disconnected" outcome."""
-        # Polling on purpose: the state lives in another thread and loop, so
-        # there is no asyncio.Event here that the predicate could wait on.
-        async with asyncio.timeout(within):
-            while not predicate():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
 
     def _next_behaviour(self, model: str | None) -> Behaviour | None:
         with self._lock:
             queue = self._scripts.get(model) if model is not None else None
-            if not queue:
-                queue = self._default
-            if not queue:
-                return None
-            return queue.popleft() if len(queue) > 1 else queue[0]
+            return self._next_step(queue or self._default)
 
     # -- request handling --------------------------------------------------
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        arrived_at = time.monotonic()
-        task = asyncio.current_task()
-        assert task is not None  # aiohttp runs every handler in a task
-        self._inflight[task] = request.transport
-        try:
-            rec = await self._record(request, arrived_at)
-            try:
-                resp = await self._dispatch(request, rec)
-            except asyncio.CancelledError:
-                if rec.outcome == "pending":
-                    rec.outcome = "disconnected"
-                raise
-            finally:
-                rec.ended_at = time.monotonic()
-            if rec.outcome == "pending":
-                rec.outcome = "completed"
-            return resp
-        finally:
-            del self._inflight[task]
 
     async def _record(self, request: web.Request, arrived_at: float) -> RecordedRequest:
         body, parsed, model = b"", None, None
@@ -514,9 +437,7 @@ class FakeUpstream(LoopbackServer):
             form=form,
             files=files,
         )
-        with self._lock:
-            self._requests.append(rec)
-        return rec
+        return self._keep(rec)
 
     async def _dispatch(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         route = self._routes.get(request.path) if request.method == "POST" else None
@@ -538,29 +459,18 @@ class FakeUpstream(LoopbackServer):
             await asyncio.sleep(behaviour.delay_s)
             await self._abort(request, rec)
         if isinstance(behaviour, Hang):
-            await _wait_for_disconnect()
+            await wait_for_disconnect()
         if not isinstance(behaviour, type(fallback)):
             # A mis-scripted test should fail loudly, not get a plausible answer.
             msg = f"fake upstream: {type(behaviour).__name__} cannot answer {request.path}"
             return await self._send_json(request, rec, _error_body(500, msg), 500)
         return await serve(request, rec, behaviour)
 
-    # -- low-level writing, with timing records ----------------------------
+    # -- low-level writing (timings recorded by RecordingServer) ------------
 
     async def _prepare(self, request: web.Request, rec: RecordedRequest, resp: web.StreamResponse) -> None:
         resp.headers.setdefault("x-request-id", f"req_fake_{rec.seq}")
-        await resp.prepare(request)  # a StreamResponse flushes headers right here
-        rec.status = resp.status
-        rec.headers_sent_at = time.monotonic()
-
-    async def _write(self, rec: RecordedRequest, resp: web.StreamResponse, data: bytes) -> None:
-        await resp.write(data)
-        rec.last_byte_at = time.monotonic()
-
-    async def _finish(self, rec: RecordedRequest, resp: web.StreamResponse) -> web.StreamResponse:
-        await resp.write_eof()
-        rec.last_byte_at = time.monotonic()
-        return resp
+        await super()._prepare(request, rec, resp)
 
     async def _send_bytes(
         self,
@@ -573,10 +483,7 @@ class FakeUpstream(LoopbackServer):
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_type = content_type
-        resp.content_length = len(data)
-        await self._prepare(request, rec, resp)
-        await self._write(rec, resp, data)
-        return await self._finish(rec, resp)
+        return await self._send_whole(request, rec, resp, data)
 
     async def _send_json(
         self,
@@ -587,19 +494,6 @@ class FakeUpstream(LoopbackServer):
         headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
         return await self._send_bytes(request, rec, _dumps(payload), status, "application/json", headers)
-
-    async def _abort(self, request: web.Request, rec: RecordedRequest) -> NoReturn:
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                # Linger 0 turns the close into a TCP RST - what a crashed upstream
-                # or a load balancer reset looks like - rather than a clean FIN.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            rec.outcome = "reset"
-            transport.abort()
-        # connection_lost now cancels this handler (handler_cancellation=True).
-        await _wait_for_disconnect()
 
     # -- error / generic fault behaviours ----------------------------------
 
@@ -633,7 +527,7 @@ class FakeUpstream(LoopbackServer):
                 await asyncio.sleep(max(RESET_GRACE_S - spec.gap_s, 0))
                 await self._abort(request, rec)
             if spec.stall_after is not None and i == min(spec.stall_after, n):
-                await _wait_for_disconnect()
+                await wait_for_disconnect()
             if spec.truncate_after is not None and i == min(spec.truncate_after, n):
                 return await self._finish(rec, resp)
             if spec.malformed_after is not None and i == min(spec.malformed_after, n):
@@ -663,7 +557,7 @@ class FakeUpstream(LoopbackServer):
             await asyncio.sleep(RESET_GRACE_S)
             await self._abort(request, rec)
         if spec.stall_after is not None:
-            await _wait_for_disconnect()
+            await wait_for_disconnect()
         return await self._finish(rec, resp)  # truncate: clean end of a chunked body
 
     # -- chat --------------------------------------------------------------
@@ -1138,9 +1032,3 @@ def _chat_body(chat: Chat, base: JSON, finish: str) -> JSON:
     if chat.usage is not None:
         body["usage"] = _usage(chat.usage)
     return body
-
-
-async def _wait_for_disconnect() -> NoReturn:
-    """Park the handler; it is cancelled when the client goes away or on stop()."""
-    await asyncio.get_running_loop().create_future()
-    raise AssertionError("unreachable: the parking future is never resolved")
