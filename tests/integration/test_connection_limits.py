@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fakes.dify import FakeDify, Json
+from tests.fakes.dify import FakeDify, Json, dify_fixtures
 from tests.fakes.upstream import Embeddings, FakeUpstream
 from tests.integration.test_cli import command, offline_env
 from tests.support.server import TEST_KEY, GatewayProcess, gateway_config
@@ -28,16 +28,12 @@ BODY_TIMEOUT_S = 1.5
 MAX_IN_FLIGHT = 10
 EMBED = "/inner/api/invoke/text-embedding"
 
-
-@pytest.fixture(scope="module")
-def dify() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        yield fake
+dify_server, dify = dify_fixtures()
 
 
 @pytest.fixture(scope="module")
 def gateway(
-    upstream: FakeUpstream, dify: FakeDify, tmp_path_factory: pytest.TempPathFactory
+    upstream: FakeUpstream, dify_server: FakeDify, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     route = {
         "match": {"type": "text-embedding"},
@@ -51,7 +47,7 @@ def gateway(
             "max_in_flight": MAX_IN_FLIGHT,
             "drain_grace_s": 0,
         },
-        dify={"inner_api_key": TEST_KEY, "api_url": dify.url},
+        dify={"inner_api_key": TEST_KEY, "api_url": dify_server.url},
     )
     with GatewayProcess(config, tmp_path_factory.mktemp("limits")) as process:
         yield process

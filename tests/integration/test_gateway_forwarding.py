@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.fakes.dify import FakeDify, Frames, Json, frames
+from tests.fakes.dify import FakeDify, Frames, Json, dify_fixtures, frames
 from tests.fakes.upstream import Chat, FakeUpstream
 from tests.support.client import llm_request, post_stream
 from tests.support.server import TEST_KEY, GatewayServer, gateway_config
@@ -17,11 +15,7 @@ from tests.support.server import TEST_KEY, GatewayServer, gateway_config
 TOOL = "/inner/api/invoke/tool"
 LLM = "/inner/api/invoke/llm"
 
-
-@pytest.fixture
-def dify() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        yield fake
+dify_server, dify = dify_fixtures()
 
 
 def config(upstream: FakeUpstream, dify: FakeDify | None, **settings: Any) -> dict[str, Any]:

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
-
-from tests.fakes.dify import FakeDify, Json
+from tests.fakes.dify import FakeDify, Json, dify_fixtures
 from tests.support.client import post_unary
 from tests.support.server import TEST_KEY, GatewayServer, gateway_config
 
 SUMMARY = "/inner/api/invoke/summary"
 
-
-@pytest.fixture
-def dify() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        fake.script(SUMMARY, Json({"data": {"summary": "summarised by dify"}, "error": ""}))
-        yield fake
-
+dify_server, dify = dify_fixtures()
 
 BODY = {"tenant_id": "t", "user_id": "u", "type": "system_summary", "text": "long text " * 200, "instruction": "brief"}
 
 
 def test_summary_is_forwarded_unchanged(dify: FakeDify) -> None:
+    dify.script(SUMMARY, Json({"data": {"summary": "summarised by dify"}, "error": ""}))
     with GatewayServer(gateway_config([], dify={"inner_api_key": TEST_KEY, "api_url": dify.url + "/"})) as gateway:
         reply = post_unary(gateway.url, "summary", BODY)
     assert reply.ok() == {"summary": "summarised by dify"}
