@@ -113,19 +113,26 @@ def _pcm16(seconds: float, rate: int) -> Any:
 
 
 def _av_file(container: str, codec: str, seconds: float, rate: int = 22050, silent: bool = False) -> bytes:
-    import av
     import numpy as np
 
     samples = np.zeros(int(seconds * rate), dtype=np.int16) if silent else _pcm16(seconds, rate)
+    return av_bytes(samples, container, codec, rate)
+
+
+def av_bytes(samples: Any, container: str, codec: str, rate: int = 22050) -> bytes:
+    """Mono int16 ``samples`` encoded with PyAV (ffmpeg), which converts the sample format and
+    rate the codec needs; also used by the local adapters' unit tests."""
+    import av  # imported when called: the text-only fuzz targets import this module too
+
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container) as out:
         stream: Any = out.add_stream(codec, rate=48000 if "opus" in codec else rate)
         if codec == "vorbis":
-            stream.layout = "stereo"  # ffmpeg's own Vorbis encoder is stereo-only
+            stream.layout = "stereo"  # ffmpeg's own Vorbis encoder is stereo-only and "experimental"
             stream.codec_context.options = {"strict": "experimental"}
         else:
             stream.layout = "mono"
-        step = rate * 10
+        step = rate * 10  # frames of 10 s: the silence bombs are minutes long
         for start in range(0, len(samples), step):
             frame = av.AudioFrame.from_ndarray(
                 samples[start : start + step].reshape(1, -1), format="s16", layout="mono"

@@ -9,7 +9,6 @@ import re
 import wave
 from typing import Any
 
-import av
 import miniaudio
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +20,7 @@ from gateway.audio import FLAC, M4A, MP3, OGG, WAV, WEBM
 from gateway.catalog import EMBEDDING_MODEL, STT_MODEL
 from gateway.config import TargetConfig
 from gateway.routing import Target
+from tests.fuzz.strategies import av_bytes
 
 CONTEXT = UpstreamContext(route="local-test", provider="langgenius/openai/openai", model="test-model")
 
@@ -64,25 +64,6 @@ def wav_bytes(samples: npt.NDArray[np.int16], rate: int = 22050) -> bytes:
         out.setsampwidth(2)
         out.setframerate(rate)
         out.writeframes(samples.tobytes())
-    return buffer.getvalue()
-
-
-def av_bytes(samples: npt.NDArray[np.int16], container: str, codec: str, rate: int = 22050) -> bytes:
-    """Encode with PyAV (ffmpeg); it converts the sample format and rate the codec needs."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=container) as out:
-        stream: Any = out.add_stream(codec, rate=48000 if "opus" in codec else rate)
-        if codec == "vorbis":
-            stream.layout = "stereo"  # ffmpeg's own Vorbis encoder is stereo-only and "experimental"
-            stream.codec_context.options = {"strict": "experimental"}
-        else:
-            stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
     return buffer.getvalue()
 
 
