@@ -38,7 +38,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.protocol.envelope import data_frame
-from tests.fakes.loopback import RESET_GRACE_S, Outcome, RecordingServer, wait_for_disconnect
+from tests.fakes.loopback import RESET_GRACE_S, Hang, Outcome, RecordingServer, Reset, wait_for_disconnect
 
 __all__ = [
     "NOT_FOUND_BODY",
@@ -107,18 +107,6 @@ class Frames:
     headers: Headers = ()
     headers_delay_s: float = 0.0
     reset_after: int | None = None
-
-
-@dataclass(frozen=True)
-class Reset:
-    """Abort the connection (RST) before sending anything."""
-
-    delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Never answer; the handler waits until the client disconnects (or ``stop()``)."""
 
 
 Behaviour: TypeAlias = Json | Raw | Frames | Reset | Hang

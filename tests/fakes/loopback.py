@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, NoReturn, Protocol, Self, TypeAlias, TypeVar
 
@@ -138,6 +139,21 @@ class LoopbackServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+# Behaviours every scripted fake has (each fake's module exports them with its own).
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Abort the connection (TCP RST) before sending anything."""
+
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Never answer; the handler waits until the client disconnects or ``stop()``."""
 
 
 class Exchange(Protocol):

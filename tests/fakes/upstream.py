@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeAlias
 
 from aiohttp import web
 
-from tests.fakes.loopback import RESET_GRACE_S, Outcome, RecordingServer, wait_for_disconnect
+from tests.fakes.loopback import RESET_GRACE_S, Hang, Outcome, RecordingServer, Reset, wait_for_disconnect
 
 __all__ = [
     "Behaviour",
@@ -145,18 +145,6 @@ class HttpError:
     body: Mapping[str, Any] | str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Reset:
-    """Abort the TCP connection (RST) before sending headers."""
-
-    delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Never answer; the handler waits until the client disconnects or ``stop()``."""
 
 
 @dataclass(frozen=True)
