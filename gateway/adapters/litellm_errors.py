@@ -13,14 +13,17 @@ from gateway.errors import (
     upstream_error_for_status,
 )
 
-_NOISE = re.compile(r"^(litellm\.)?\w+Error:\s*|(litellm\.)?\w+Exception\s*-\s*")
+# A class-name prefix: "litellm.RateLimitError: ", "litellm.Timeout: ", "OpenAIException - ",
+# "APITimeoutError - ". litellm stacks up to four ("litellm.ContextWindowExceededError:
+# litellm.BadRequestError: ContextWindowExceededError: OpenAIException - Error code: 400 ...").
+_NOISE = re.compile(r"^(?:litellm\.)?\w*(?:Error|Exception|Timeout)(?::\s*|\s*-\s+)")
 _MAX_DETAIL = 400
 
 
 def _detail(exc: BaseException) -> str:
     text = str(exc).strip()
-    # litellm prefixes messages with class names ("litellm.RateLimitError: ..."); keep the meat.
-    for _ in range(3):
+    # Keep the meat: the prefixes, one at a time (bounded, though each pass shortens the text).
+    for _ in range(8):
         stripped = _NOISE.sub("", text, count=1).strip()
         if stripped == text:
             break

@@ -28,10 +28,6 @@ EXEMPT: dict[str, str] = {
     "protocol/results.py": PURE + " (TypedDicts of the daemon's result shapes)",
     "resilience/window.py": "a tiny sliding window, tested through resilience/test_plan.py",
     "status.py": PURE + " (the read-only GatewayStatus protocol)",
-    # Covered by integration tests only (tests/integration/test_remote_adapters_*.py,
-    # test_llm_upstream.py); their own unit tests are still to write.
-    "adapters/litellm_errors.py": "integration tests only, for now",
-    "adapters/openai_compat.py": "integration tests only, for now",
     # Covered by unit test modules that test several modules at once (not yet split per module).
     "invoke/llm_reply.py": "covered by tests/unit/serverless/test_endpoint.py",
     "protocol/plugin_view.py": "covered by tests/unit/serverless/test_endpoint.py",
