@@ -31,12 +31,12 @@ from tests.deploy.conftest import (
 )
 
 VALUE_SETS = ["default", "all-options"]
-APP_SOURCE = (ROOT / "gateway" / "app.py").read_text()
+PROBES_SOURCE = (ROOT / "gateway" / "probes.py").read_text()
 
 
 def served_paths() -> set[str]:
-    """The plain (non-inner-API) paths gateway/app.py serves: the keys of its path table."""
-    return set(re.findall(r'"(/[a-z]+)": self\.', APP_SOURCE))
+    """The plain (non-inner-API) paths the gateway serves: the keys of gateway/probes.py's path table."""
+    return set(re.findall(r'"(/[a-z]+)": self\.', PROBES_SOURCE))
 
 
 def gateway_config(manifests: Manifests) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def gateway_config(manifests: Manifests) -> dict[str, Any]:
 
 
 def test_the_gateway_serves_the_probe_routes() -> None:
-    # Guards the regex above: if app.py changes shape, the probe tests must not pass vacuously.
+    # Guards the regex above: if probes.py changes shape, the probe tests must not pass vacuously.
     assert {"/healthz", "/readyz", "/metrics"} <= served_paths()
 
 
