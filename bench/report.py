@@ -46,6 +46,7 @@ ROWS: list[Row] = [
     ),
     ("CPU ms/request", lambda s: _num(s["cpu_ms_per_request"]), (("cpu_ms_per_request", ""),), False),
     ("CPU ms/chunk", lambda s: _num(s["cpu_ms_per_chunk"]), (("cpu_ms_per_chunk", ""),), True),
+    ("frames / stream", lambda s: _num(s.get("frames_per_stream")), (("frames_per_stream", ""),), True),
     ("RSS max MB", lambda s: _num(s["rss_max_mb"]), (("rss_max_mb", ""),), False),
     ("errors / offered", lambda s: f"{s['errors']} / {s['offered']}", (), False),
     ("achieved req/s", lambda s: _num(s["achieved_rps"]), (), False),

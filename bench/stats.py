@@ -69,6 +69,8 @@ def summarize(
         "cpu_s": None if cpu_s is None else round(cpu_s, 3),
         "cpu_ms_per_request": None if cpu_s is None or not result["sent"] else round(cpu_s * 1000 / result["sent"], 3),
         "cpu_ms_per_chunk": None if cpu_s is None or not chunk_count else round(cpu_s * 1000 / chunk_count, 4),
+        # Frames the daemon read per stream (a backlog of upstream deltas goes out merged).
+        "frames_per_stream": round(sum(r[3] for r in ok) / len(ok), 1) if stream and ok else None,
         "rss_max_mb": None if rss_mb is None else round(rss_mb, 1),
         "client_lag_p99_ms": round(result["lag_p99_ms"], 2),
         "client_cpu_s": round(result["client_cpu_s"], 2),

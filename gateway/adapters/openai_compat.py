@@ -34,7 +34,7 @@ from gateway.adapters.litellm_embedding import (
     provider_batch_limit,
     reported_tokens,
 )
-from gateway.adapters.openai_wire import WireError, chunk_event, completion_event
+from gateway.adapters.openai_wire import WireError, chunk_event, completion_event, merged
 from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.http_client import HttpClient, Response, request_timeout, status_error, upstream_errors
 from gateway.routing import Target
@@ -179,33 +179,93 @@ def _whole(body: bytes, where: str) -> ChatEvent:
         raise UpstreamUnavailable(f"malformed reply from upstream ({where}): {exc}") from exc
 
 
+# A line the upstream never ends is refused rather than buffered without bound.
+MAX_SSE_LINE = 8 << 20
+# This many chunks or more waiting in one read are a backlog: they go out as one event (one frame).
+MERGE_FROM = 8
+
+
+class _Done:
+    """``data: [DONE]``: the stream's end."""
+
+
+DONE = _Done()
+
+
+def _line_event(line: bytes, where: str) -> ChatEvent | _Done | None:
+    """One SSE line read: an event, the end, or None (blank separators, comments, event names, empty chunks)."""
+    line = line.strip()
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return DONE
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a chunk is not JSON") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a chunk is not an object")
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise UpstreamUnavailable(f"upstream failed mid-stream ({where}): {str(message)[:200]}")
+    try:
+        return chunk_event(chunk)
+    except WireError as exc:
+        raise UpstreamUnavailable(f"malformed stream from upstream ({where}): {exc}") from exc
+
+
+def _paced(batch: list[ChatEvent]) -> list[ChatEvent]:
+    """The events of one read as they go out: one each, or one in all for a backlog."""
+    return [merged(batch)] if len(batch) >= MERGE_FROM else batch
+
+
 async def _sse_events(resp: Response, where: str) -> AsyncIterator[ChatEvent]:
-    """Events from the SSE body; a stream cut before ``[DONE]`` with no finish reason raises."""
+    """Events from the SSE body; a stream cut before ``[DONE]`` with no finish reason raises.
+
+    A backlog is merged: when ``MERGE_FROM`` or more chunks are already waiting at one read
+    (a fast upstream, or a gateway that fell behind), they become one event, so one frame,
+    instead of a burst of small frames that could overrun the daemon's 1,024-frame channel
+    (it drops overflow silently). The text, tool-call pieces and usage are the same, in the
+    same order. Fewer waiting chunks go out one event each, as the upstream sent them.
+    """
     finished = False
-    async for raw in resp.content:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue  # blank separators, comments, event names
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
+    tail = b""
+    content = resp.content
+    while True:
+        data = await content.readany()
+        if not data:
+            break
+        lines = (tail + data if tail else data).split(b"\n")
+        tail = lines.pop()
+        if len(tail) > MAX_SSE_LINE:
+            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a line over {MAX_SSE_LINE} bytes")
+        batch: list[ChatEvent] = []
+        done = False
+        try:
+            for line in lines:
+                event = _line_event(line, where)
+                if isinstance(event, _Done):
+                    done = True
+                    break
+                if event is not None:
+                    batch.append(event)
+        except UpstreamUnavailable:
+            for event in _paced(batch):  # what came before the fault still goes out, then the error
+                yield event
+            raise
+        for event in _paced(batch):
+            finished = finished or bool(event.finish_reason)
+            yield event
+        if done:
             return
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a chunk is not JSON") from exc
-        if not isinstance(chunk, dict):
-            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a chunk is not an object")
-        error = chunk.get("error")
-        if error:
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise UpstreamUnavailable(f"upstream failed mid-stream ({where}): {str(message)[:200]}")
-        try:
-            event = chunk_event(chunk)
-        except WireError as exc:
-            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): {exc}") from exc
-        if event is None:
-            continue
-        finished = finished or bool(event.finish_reason)
-        yield event
+    if tail:  # a last line with no newline
+        last = _line_event(tail, where)
+        if isinstance(last, _Done):
+            return
+        if last is not None:
+            finished = finished or bool(last.finish_reason)
+            yield last
     if not finished:
         raise UpstreamUnavailable(f"upstream stream ended before the answer was finished ({where})")

@@ -187,3 +187,33 @@ def chunk_event(chunk: WireCompletion | Any, *, text_completion: bool = False) -
         model=get(chunk, "model"),
         system_fingerprint=get(chunk, "system_fingerprint"),
     )
+
+
+def merged(events: list[ChatEvent]) -> ChatEvent:
+    """Deltas that arrived together, read as one: text and tool-call pieces joined in order, the
+    last finish reason and usage, the first model and system fingerprint."""
+    if len(events) == 1:
+        return events[0]
+    text: list[str] = []
+    tool_calls: list[ToolCallDelta] = []
+    finish_reason: str | None = None
+    usage: TokenUsage | None = None
+    model: str | None = None
+    fingerprint: str | None = None
+    for event in events:
+        if event.text:
+            text.append(event.text)
+        if event.tool_calls:
+            tool_calls.extend(event.tool_calls)
+        finish_reason = event.finish_reason or finish_reason
+        usage = event.usage or usage
+        model = model or event.model
+        fingerprint = fingerprint or event.system_fingerprint
+    return ChatEvent(
+        text="".join(text),
+        tool_calls=tool_calls or None,
+        finish_reason=finish_reason,
+        usage=usage,
+        model=model,
+        system_fingerprint=fingerprint,
+    )

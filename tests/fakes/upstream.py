@@ -105,6 +105,7 @@ class Faults:
     stall_after: int | None = None  # stop after k chunks, hang until the client leaves
     malformed_after: int | None = None  # insert a non-JSON data: line after k chunks
     truncate_after: int | None = None  # end the body cleanly after k chunks, no [DONE]
+    one_write: bool = False  # the whole stream in one write, as a fast upstream read late arrives
 
 
 @dataclass(frozen=True)
@@ -507,6 +508,12 @@ class FakeUpstream(RecordingServer[RecordedRequest, Behaviour]):
         resp.charset = "utf-8"
         await self._prepare(request, rec, resp)
         n = len(events)
+        if spec.one_write:  # the other fault knobs do not apply, but for malformed_after
+            lines = [b"data: " + _dumps(event) + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+            if spec.malformed_after is not None:
+                lines.insert(min(spec.malformed_after, n), _MALFORMED_LINE)
+            await self._write(rec, resp, b"".join(lines))
+            return await self._finish(rec, resp)
         # Position n is "just before [DONE]"; larger k values are clamped to it.
         for i in range(n + 1):
             if i > 0:

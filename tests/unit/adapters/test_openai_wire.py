@@ -10,7 +10,7 @@ import pytest
 
 from gateway.adapters.base import ChatEvent, TokenUsage, ToolCallDelta
 from gateway.adapters.litellm_loader import load_litellm_sync
-from gateway.adapters.openai_wire import WireError, chunk_event, completion_event, field, tool_deltas, usage
+from gateway.adapters.openai_wire import WireError, chunk_event, completion_event, field, merged, tool_deltas, usage
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +273,27 @@ def test_a_whole_text_completion(lt: ModuleType) -> None:
 def test_a_reply_not_shaped_like_one_is_an_error(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(WireError, match=message):
         completion_event(raw)
+
+
+def test_merged_joins_deltas_in_order_and_keeps_the_last_finish_and_usage() -> None:
+    opening = ToolCallDelta(index=0, id="call_a", name="f", arguments='{"a"')
+    rest = ToolCallDelta(index=0, arguments=": 1}")
+    first = ChatEvent(text="Hel", model="m-1", system_fingerprint="fp_1")
+    calls = ChatEvent(tool_calls=[opening])
+    more = ChatEvent(text="lo", tool_calls=[rest], system_fingerprint="fp_2")
+    last = ChatEvent(finish_reason="tool_calls", usage=TokenUsage(3, 4), model="m-2")
+    together = merged([first, calls, more, last])
+    assert together == ChatEvent(
+        text="Hello",
+        tool_calls=[opening, rest],
+        finish_reason="tool_calls",
+        usage=TokenUsage(3, 4),
+        model="m-1",
+        system_fingerprint="fp_1",
+    )
+
+
+def test_merged_of_one_event_is_that_event_and_empty_pieces_stay_empty() -> None:
+    only = ChatEvent(text="x")
+    assert merged([only]) is only
+    assert merged([ChatEvent(), ChatEvent(text="")]) == ChatEvent(text="", tool_calls=None)
