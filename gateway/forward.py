@@ -165,7 +165,7 @@ class DifyForwarder:
             else:
                 reason = f"no reply within {self._timeout_s:g} s"
             return self._unreachable(shown_path, reason, 504)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ConnectionError) as exc:
             if isinstance(exc.__cause__, ClientDisconnect):
                 return _client_left(shown_path)
             return self._unreachable(shown_path, self._describe(exc), 502)
@@ -209,7 +209,7 @@ class DifyForwarder:
                 completed = True
             except TimeoutError:
                 reason = f"no complete reply within {self._timeout_s:g} s"
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, ConnectionError) as exc:
                 reason = self._describe(exc)
             if reason:
                 message = f"Dify's reply to {path} broke off: {reason}"

@@ -216,6 +216,10 @@ def _line_event(line: bytes, where: str) -> ChatEvent | _Done | None:
         raise UpstreamUnavailable(f"malformed stream from upstream ({where}): {exc}") from exc
 
 
+def _line_too_long(where: str) -> UpstreamUnavailable:
+    return UpstreamUnavailable(f"malformed stream from upstream ({where}): a line over {MAX_SSE_LINE} bytes")
+
+
 def _paced(batch: list[ChatEvent]) -> list[ChatEvent]:
     """The events of one read as they go out: one each, or one in all for a backlog."""
     return [merged(batch)] if len(batch) >= MERGE_FROM else batch
@@ -231,20 +235,30 @@ async def _sse_events(resp: Response, where: str) -> AsyncIterator[ChatEvent]:
     same order. Fewer waiting chunks go out one event each, as the upstream sent them.
     """
     finished = False
-    tail = b""
+    pending: list[bytes] = []  # the pieces of a line not finished yet (joined once its newline comes)
+    pending_bytes = 0
     content = resp.content
     while True:
         data = await content.readany()
         if not data:
             break
-        lines = (tail + data if tail else data).split(b"\n")
+        if b"\n" not in data:
+            pending.append(data)
+            pending_bytes += len(data)
+            if pending_bytes > MAX_SSE_LINE:
+                raise _line_too_long(where)
+            continue
+        if pending:
+            data = b"".join((*pending, data))
+            pending.clear()
+        lines = data.split(b"\n")
         tail = lines.pop()
-        if len(tail) > MAX_SSE_LINE:
-            raise UpstreamUnavailable(f"malformed stream from upstream ({where}): a line over {MAX_SSE_LINE} bytes")
         batch: list[ChatEvent] = []
         done = False
         try:
             for line in lines:
+                if len(line) > MAX_SSE_LINE:
+                    raise _line_too_long(where)
                 event = _line_event(line, where)
                 if isinstance(event, _Done):
                     done = True
@@ -260,8 +274,13 @@ async def _sse_events(resp: Response, where: str) -> AsyncIterator[ChatEvent]:
             yield event
         if done:
             return
-    if tail:  # a last line with no newline
-        last = _line_event(tail, where)
+        if tail:
+            pending.append(tail)
+        pending_bytes = len(tail)
+        if pending_bytes > MAX_SSE_LINE:
+            raise _line_too_long(where)
+    if pending:  # a last line with no newline
+        last = _line_event(b"".join(pending), where)
         if isinstance(last, _Done):
             return
         if last is not None:

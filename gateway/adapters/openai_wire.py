@@ -191,7 +191,7 @@ def chunk_event(chunk: WireCompletion | Any, *, text_completion: bool = False) -
 
 def merged(events: list[ChatEvent]) -> ChatEvent:
     """Deltas that arrived together, read as one: text and tool-call pieces joined in order, the
-    last finish reason and usage, the first model and system fingerprint."""
+    last finish reason, usage and system fingerprint (as the stream's reader keeps them), the first model."""
     if len(events) == 1:
         return events[0]
     text: list[str] = []
@@ -208,7 +208,7 @@ def merged(events: list[ChatEvent]) -> ChatEvent:
         finish_reason = event.finish_reason or finish_reason
         usage = event.usage or usage
         model = model or event.model
-        fingerprint = fingerprint or event.system_fingerprint
+        fingerprint = event.system_fingerprint or fingerprint
     return ChatEvent(
         text="".join(text),
         tool_calls=tool_calls or None,

@@ -275,7 +275,7 @@ def test_a_reply_not_shaped_like_one_is_an_error(raw: dict[str, Any], message: s
         completion_event(raw)
 
 
-def test_merged_joins_deltas_in_order_and_keeps_the_last_finish_and_usage() -> None:
+def test_merged_joins_deltas_in_order_and_keeps_the_last_finish_usage_and_fingerprint() -> None:
     opening = ToolCallDelta(index=0, id="call_a", name="f", arguments='{"a"')
     rest = ToolCallDelta(index=0, arguments=": 1}")
     first = ChatEvent(text="Hel", model="m-1", system_fingerprint="fp_1")
@@ -289,7 +289,7 @@ def test_merged_joins_deltas_in_order_and_keeps_the_last_finish_and_usage() -> N
         finish_reason="tool_calls",
         usage=TokenUsage(3, 4),
         model="m-1",
-        system_fingerprint="fp_1",
+        system_fingerprint="fp_2",
     )
 
 
