@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypedDict
 
+import orjson
+
 from gateway.adapters.base import ChatEvent, TokenUsage, ToolCallDelta
 
 
@@ -109,10 +111,20 @@ def tool_deltas(raw: list[WireToolCall] | Any) -> list[ToolCallDelta] | None:
                 index=index if isinstance(index, int) else position,
                 id=field(call, "id") or None,
                 name=field(function, "name") or None,
-                arguments=field(function, "arguments"),
+                arguments=_arguments(field(function, "arguments")),
             )
         )
     return deltas
+
+
+def _arguments(value: Any) -> str | None:
+    """A piece of a call's JSON arguments. Some OpenAI-compatible servers send the whole
+    object instead of its text: it is written as JSON text, as OpenAI sends it."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    raise WireError(f"tool call arguments are a {type(value).__name__}, not JSON text")
 
 
 # Stands in for an absent choice or delta (only ever read).

@@ -297,3 +297,11 @@ def test_merged_of_one_event_is_that_event_and_empty_pieces_stay_empty() -> None
     only = ChatEvent(text="x")
     assert merged([only]) is only
     assert merged([ChatEvent(), ChatEvent(text="")]) == ChatEvent(text="", tool_calls=None)
+
+
+def test_tool_call_arguments_sent_as_an_object_become_json_text() -> None:
+    call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": {"city": "Rome", "n": [1, 2]}}}
+    (delta,) = tool_deltas([call]) or []
+    assert delta.arguments == '{"city":"Rome","n":[1,2]}'
+    with pytest.raises(WireError, match="tool call arguments are a int"):
+        tool_deltas([{"index": 0, "function": {"name": "f", "arguments": 7}}])
