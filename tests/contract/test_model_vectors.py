@@ -28,26 +28,20 @@ from tests.fakes.upstream import (
     fake_embedding,
 )
 from tests.support.client import UNARY_KINDS, post_stream, post_unary
-from tests.support.server import GatewayServer, gateway_config
+from tests.support.server import GatewayServer, gateway_config, one_target_route
 from tests.support.vectors import load_vector
 
 
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
-    def route(model_type: str, provider: str, target: str, api_base: str) -> dict[str, Any]:
-        return {
-            "match": {"type": model_type, "provider": provider},
-            "targets": [{"model": target, "api_base": api_base, "api_key": "sk-test"}],
-        }
-
     routes = [
-        route("text-embedding", "openai", "openai/{model}", upstream.base_url),
-        route("multimodal-embedding", "jina", "jina_ai/{model}", upstream.base_url),
-        route("rerank", "cohere", "cohere/{model}", upstream.root_url),
-        route("multimodal-rerank", "jina", "jina_ai/{model}", upstream.base_url),
-        route("tts", "openai", "openai/{model}", upstream.base_url),
-        route("speech2text", "openai", "openai/{model}", upstream.base_url),
-        route("moderation", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("text-embedding", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("multimodal-embedding", "jina", "jina_ai/{model}", upstream.base_url),
+        one_target_route("rerank", "cohere", "cohere/{model}", upstream.root_url),
+        one_target_route("multimodal-rerank", "jina", "jina_ai/{model}", upstream.base_url),
+        one_target_route("tts", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("speech2text", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("moderation", "openai", "openai/{model}", upstream.base_url),
     ]
     summary = {
         "model": "openai/gpt-4o-mini",

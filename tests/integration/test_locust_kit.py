@@ -23,7 +23,7 @@ from gateway.protocol.envelope import error_frame
 from gateway.protocol.framing import encode_frame
 from tests.fakes.dify import DifyRequest, FakeDify, Frames, Json, frames
 from tests.fakes.upstream import Chat, FakeUpstream
-from tests.support.server import TEST_KEY, GatewayServer, gateway_config
+from tests.support.server import TEST_KEY, GatewayServer, gateway_config, one_target_route
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = "deploy/loadtest/locustfile.py"
@@ -109,18 +109,12 @@ def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream) -> Iterator[GatewayServer]:
-    def route(model_type: str, provider: str, target: str, api_base: str) -> dict[str, Any]:
-        return {
-            "match": {"type": model_type, "provider": provider},
-            "targets": [{"model": target, "api_base": api_base, "api_key": "sk-test"}],
-        }
-
     routes = [
-        route("llm", "openai", "openai/{model}", upstream.base_url),
-        route("text-embedding", "openai", "openai/{model}", upstream.base_url),
-        route("rerank", "cohere", "cohere/{model}", upstream.root_url),
-        route("tts", "openai", "openai/{model}", upstream.base_url),
-        route("moderation", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("llm", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("text-embedding", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("rerank", "cohere", "cohere/{model}", upstream.root_url),
+        one_target_route("tts", "openai", "openai/{model}", upstream.base_url),
+        one_target_route("moderation", "openai", "openai/{model}", upstream.base_url),
     ]
     with GatewayServer(gateway_config(routes)) as server:
         yield server

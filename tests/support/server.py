@@ -26,6 +26,14 @@ def gateway_config(routes: list[dict[str, Any]], **extra: Any) -> dict[str, Any]
     return {"dify": {"inner_api_key": TEST_KEY}, "routes": routes, **extra}
 
 
+def one_target_route(model_type: str, provider: str, target: str, api_base: str) -> dict[str, Any]:
+    """A route for ``model_type`` calls of ``provider`` to one ``target`` at ``api_base`` (a test key)."""
+    return {
+        "match": {"type": model_type, "provider": provider},
+        "targets": [{"model": target, "api_base": api_base, "api_key": "sk-test"}],
+    }
+
+
 class AppServer:
     """Any ASGI app served by uvicorn on a free loopback port, in a thread."""
 
