@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.base_protocol import BaseProtocol
+from hypothesis import given, settings, strategies as st
 
 from gateway.adapters.base import ChatEvent
 from gateway.adapters.openai_compat import MAX_SSE_LINE, MERGE_FROM, _sse_events
@@ -126,3 +127,48 @@ async def test_a_fault_inside_a_backlog_delivers_the_chunks_before_it() -> None:
     events, failure = await read([body])
     assert text(events) == "".join(words) and len(events) == 1
     assert failure is not None and "a chunk is not JSON" in str(failure)
+
+
+# Hostile upstream bytes: whatever arrives, however it is split, the reader ends cleanly or with
+# UpstreamUnavailable (never another exception), and a well-formed stream reads the same text
+# at every split.
+SSE_PIECES = st.sampled_from(
+    [
+        line("a"),
+        line("ü 🙂"),
+        line(finish="stop"),
+        DONE,
+        b"data: {not json\n\n",
+        b"data: []\n\n",
+        b'data: {"choices": "x"}\n\n',
+        b'data: {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": {"a": 1}}}]}}]}\n\n',
+        b'data: {"choices": [{"delta": {"content": 5}}]}\n\n',
+        b'data: {"error": {"message": "boom"}}\n\n',
+        b": comment\n",
+        b"\r\n",
+        b"event: x\n",
+    ]
+)
+
+
+def split(body: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(body) + 1) for c in cuts} | {0, len(body)})
+    return [body[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(SSE_PIECES, st.binary(max_size=40)), max_size=12), st.lists(st.integers(0, 10**6)))
+def test_hostile_bytes_end_cleanly_or_as_upstream_unavailable(pieces: list[bytes], cuts: list[int]) -> None:
+    body = b"".join(pieces)
+    events, _failure = asyncio.run(read(split(body, cuts)))  # anything else would propagate and fail
+    assert all(isinstance(e, ChatEvent) for e in events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=8), min_size=1, max_size=20), st.lists(st.integers(0, 10**6)))
+def test_a_well_formed_stream_reads_the_same_text_at_every_split(words: list[str], cuts: list[int]) -> None:
+    body = b"".join(line(w) for w in words) + line(finish="stop") + DONE
+    events, failure = asyncio.run(read(split(body, cuts)))
+    assert failure is None
+    assert text(events) == "".join(words)
+    assert [e.finish_reason for e in events if e.finish_reason] == ["stop"]
