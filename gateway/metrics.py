@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from gateway import __version__
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.cache.store import VectorStore
+from gateway.loop_monitor import LoopMonitor
 from gateway.resilience.health import TargetHealth
 from gateway.status import GatewayStatus
 
@@ -146,13 +147,34 @@ class ResilienceCollector(Collector):
         )
 
 
+class LoopCollector(Collector):
+    """This process's event loop: its recent worst lag and its task count."""
+
+    def __init__(self, monitor: LoopMonitor) -> None:
+        self._monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        lag, tasks = self._monitor.lag_s, self._monitor.tasks
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "dify_gateway_event_loop_lag_seconds",
+                "The worst delay of the event loop over the last 10 s (how long a ready request waited its turn)",
+                value=lag,
+            )
+        if tasks is not None:
+            yield GaugeMetricFamily("dify_gateway_asyncio_tasks", "Tasks alive on the event loop", value=tasks)
+
+
 def multiprocess_dir() -> str | None:
     """Set when several workers share metrics through prometheus-client's files."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def build_registry(
-    cache: EmbeddingCache | None, health: TargetHealth | None = None, status: GatewayStatus | None = None
+    cache: EmbeddingCache | None,
+    health: TargetHealth | None = None,
+    status: GatewayStatus | None = None,
+    loop: LoopMonitor | None = None,
 ) -> Registry:
     """The registry /metrics renders: this process's live state (cache, breakers, in flight)
     and, with several workers, every worker's request metrics summed from the shared files."""
@@ -165,6 +187,8 @@ def build_registry(
     if health is not None and status is not None:
         live = status
         registry.register(ResilienceCollector(health, lambda: live.in_flight, lambda: live.draining))
+    if loop is not None:
+        registry.register(LoopCollector(loop))
     return registry
 
 
