@@ -10,8 +10,12 @@ services and a read-only status, never this app.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 import time
+from types import FrameType
 from typing import Any
 
 from starlette.requests import Request
@@ -41,6 +45,7 @@ from gateway.http import (
 from gateway.key_guard import KeyGuard
 from gateway.observe import BODY_KEY, InnerRequestObserver
 from gateway.probes import Probes
+from gateway.reload import ConfigWatcher, Reloader
 from gateway.serverless.endpoint import ServerlessEndpoint
 from gateway.serverless.wire import TRANSACTION_PATH
 from gateway.services import Services, ServicesLifecycle, build_services
@@ -55,25 +60,57 @@ def _set_outcome(outcome: str) -> None:
         trace.outcome = outcome
 
 
+class Generation:
+    """The services of one configuration, and the requests still running on them.
+
+    A reload installs a new generation; the old one is released (connection pools only it
+    used are closed) after its last request ends.
+    """
+
+    __slots__ = ("services", "serverless", "in_flight", "retired_at")
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        serverless = services.config.serverless
+        self.serverless = ServerlessEndpoint(services, serverless) if serverless.enabled else None
+        self.in_flight = 0
+        self.retired_at: float | None = None
+
+
 class Gateway:
     """One app instance; it is also the ``GatewayStatus`` the console and metrics read."""
 
     def __init__(self, config: GatewayConfig, backends: Backends | None = None) -> None:
-        self.config = config
+        self.config = config  # as started; the running routes are ``services.config``
         self.started_at = time.time()
         self.ready = False
         self.admission = Admission(config.server.max_in_flight)
-        self.services: Services = build_services(config, self, backends)
-        self.lifecycle = ServicesLifecycle(self.services, self._became_ready)
+        services = build_services(config, self, backends)
+        self._generation = Generation(services)
+        self.lifecycle = ServicesLifecycle(services, self._became_ready)
         self.key_guard = KeyGuard()  # wrong keys on the console and /status/targets, per address
-        self.probes = Probes(self.services, self, self.key_guard)
-        self.serverless = ServerlessEndpoint(self.services, config.serverless) if config.serverless.enabled else None
-        self.console = Console(self.services, self, self, self.key_guard) if config.console.enabled else None
-        self.observer = InnerRequestObserver(
-            self.services, self.admission, self.console.record if self.console is not None else None
+        self.probes = Probes(self._current, self, self.key_guard)
+        self.console = Console(self._current, self, self, self.key_guard) if config.console.enabled else None
+        self.observer = InnerRequestObserver(self.admission, self.console.record if self.console is not None else None)
+        file = None if config.source.startswith("<") else config.source
+        self.reloader = Reloader(file, self._current, self._swap)
+        server = config.server
+        self._watcher = (
+            ConfigWatcher(file, server.watch_interval_s, self.reloader.request)
+            if file and server.watch_config
+            else None
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- GatewayStatus ----------------------------------------------------------------
+
+    @property
+    def services(self) -> Services:
+        """The running services (a reload replaces them; a request keeps those it began with)."""
+        return self._generation.services
+
+    def _current(self) -> Services:
+        return self._generation.services
 
     @property
     def in_flight(self) -> int:
@@ -83,29 +120,69 @@ class Gateway:
     def draining(self) -> bool:
         return self.services.drain.draining
 
+    @property
+    def last_reload(self) -> dict[str, Any] | None:
+        last = self.reloader.last
+        return last.as_dict() if last is not None else None
+
     def _became_ready(self) -> None:
         self.ready = True
+
+    # --- reload -----------------------------------------------------------------------
+
+    def _swap(self, services: Services) -> None:
+        old, self._generation = self._generation, Generation(services)
+        old.retired_at = time.monotonic()
+        if old.in_flight == 0:
+            self._release(old)
+
+    def _release(self, generation: Generation) -> None:
+        """The last request of a replaced configuration ended: close what only it used."""
+        assert generation.retired_at is not None
+        backends = self.services.backends
+        backends.release_idle(generation.retired_at)
+
+    def _on_sighup(self, sig: int, frame: FrameType | None) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.reloader.request, "SIGHUP")
+
+    def _install_sighup(self) -> None:
+        """SIGHUP reloads the configuration (from the main thread only, where signals live)."""
+        if threading.current_thread() is threading.main_thread():
+            self._loop = asyncio.get_running_loop()
+            signal.signal(signal.SIGHUP, self._on_sighup)
 
     # --- ASGI -------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if INNER_PREFIX in scope["path"]:
-                await self.observer.observe(self._dispatch, scope, receive, send)
-                return
-            response = await self._dispatch(Request(scope, receive))
-            await response(scope, receive, send)
+            generation = self._generation
+            generation.in_flight += 1
+            try:
+                services = generation.services
+                if INNER_PREFIX in scope["path"]:
+                    await self.observer.observe(
+                        services, lambda request: self._dispatch(generation, request), scope, receive, send
+                    )
+                    return
+                response = await self._dispatch(generation, Request(scope, receive))
+                await response(scope, receive, send)
+            finally:
+                generation.in_flight -= 1
+                if generation.retired_at is not None and generation.in_flight == 0:
+                    self._release(generation)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def _dispatch(self, generation: Generation, request: Request) -> Response:
         path: str = request.scope["path"]
         at = path.find(INNER_PREFIX)
         if at >= 0:
-            return await self._inner(path[at + len(INNER_PREFIX) :].rstrip("/"), request)
-        if self.serverless is not None and path.endswith(TRANSACTION_PATH):
+            return await self._inner(generation.services, path[at + len(INNER_PREFIX) :].rstrip("/"), request)
+        if generation.serverless is not None and path.endswith(TRANSACTION_PATH):
             # The SDK's own transport: its key check and error shapes live in the endpoint.
-            return await self.serverless.handle(request)
+            return await generation.serverless.handle(request)
         plain = self.probes.paths.get(path)
         if plain is not None:
             return await plain(request)
@@ -113,9 +190,8 @@ class Gateway:
             return await self.console.handle(request)
         return error_response(NotFound(f"no such path: {path}"))
 
-    async def _inner(self, inner_path: str, request: Request) -> Response:
+    async def _inner(self, services: Services, inner_path: str, request: Request) -> Response:
         """Auth, then the endpoint; errors before a reply starts become non-200 envelopes."""
-        services = self.services
         if self.console is not None:
             self.console.begin(current_trace.get())
         try:
@@ -132,7 +208,7 @@ class Gateway:
                     )
                 return error_response(NotFound(f"{request.method} /inner/api/{inner_path}: only POST is served"), 405)
             try:
-                return await self._invoke(endpoint, request)
+                return await self._invoke(services, endpoint, request)
             except ClientGone:
                 # Nobody is listening (the server answered a missed body deadline itself).
                 trace = current_trace.get()
@@ -154,13 +230,12 @@ class Gateway:
             log.exception("unexpected error handling %s", request.scope["path"])
             return internal_error_response()
 
-    async def _invoke(self, endpoint: Endpoint[Any], request: Request) -> Response:
+    async def _invoke(self, services: Services, endpoint: Endpoint[Any], request: Request) -> Response:
         """Read and validate the body, run the endpoint's service call, and answer."""
-        body = await read_body(request, self.config.server.max_body_bytes)
+        body = await read_body(request, services.config.server.max_body_bytes)
         request.scope[BODY_KEY] = body  # kept for passthrough, should no route match
         self.admission.admit(request.scope)
         invocation = parse_model(endpoint.request_model, parse_json_object(body))
-        services = self.services
         if endpoint.stream is not None:
             return await stream_response(
                 endpoint.stream(services, invocation),
@@ -187,17 +262,23 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 self.startup()
                 self.services.drain.install()
+                self._install_sighup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._watcher is not None:
+                    await self._watcher.aclose()
+                await self.reloader.aclose()
                 if self.console is not None:
                     await self.console.aclose()
-                await self.lifecycle.aclose()
+                await self.lifecycle.aclose()  # what every generation shares
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     def startup(self) -> None:
         """Start the background start-up work (see ``ServicesLifecycle``) and the console's publisher."""
         self.lifecycle.start()
+        if self._watcher is not None:
+            self._watcher.start()
         if self.console is not None:
             self.console.start()  # with several workers: publishes this one's data until shutdown
 

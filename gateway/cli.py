@@ -77,6 +77,7 @@ def _workers_arg(raw: str) -> int:
 def app_factory() -> object:
     """Entry point for uvicorn workers: the config path comes from the environment."""
     _exit_with_parent()
+    _ignore_sighup_until_served()
 
     config = _load(os.environ.get(CONFIG_ENV))
     configure_logging(config.server.log_level, config.server.log_format, config.server.access_log)  # a fresh process
@@ -98,6 +99,14 @@ def _exit_with_parent() -> None:
         return
     if os.environ.get(PARENT_PID_ENV) != str(os.getppid()):  # the parent died before the line above
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ignore_sighup_until_served() -> None:
+    """SIGHUP reloads the configuration once the app has started (``gateway.app``); before
+    that it must not end the process, which is its default action."""
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _preflight(config: GatewayConfig) -> None:
@@ -185,11 +194,14 @@ def _serve(args: argparse.Namespace) -> int:
         # Requests in flight when the server stops get this long (see server.drain_timeout_s).
         "timeout_graceful_shutdown": config.server.drain_timeout_s,
     }
+    _ignore_sighup_until_served()
     if workers > 1:
         os.environ[PARENT_PID_ENV] = str(os.getpid())
         if args.config:
             os.environ[CONFIG_ENV] = args.config
-        uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        from gateway.supervisor import run_workers
+
+        run_workers("gateway.cli:app_factory", workers, options)
     else:
         uvicorn.run(_create(config), **options)  # type: ignore[arg-type]
     return 0

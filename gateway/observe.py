@@ -60,17 +60,20 @@ def outcome_of(status: int, trace: Trace) -> str:
 
 
 class InnerRequestObserver:
-    def __init__(self, services: Services, admission: Admission, recorder: Recorder | None) -> None:
-        self._services = services
+    def __init__(self, admission: Admission, recorder: Recorder | None) -> None:
         self._admission = admission
         self._recorder = recorder
-        self._request_log = services.config.server.request_log
-        self._unknown_type = "forward" if services.forwarder is not None else "other"
 
     async def observe(
-        self, handler: Callable[[Request], Awaitable[Response]], scope: Scope, receive: Receive, send: Send
+        self,
+        services: Services,
+        handler: Callable[[Request], Awaitable[Response]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
-        """Run ``handler`` for this inner-API request and send its reply, observed."""
+        """Run ``handler`` for this inner-API request and send its reply, observed with the
+        ``services`` the request runs on."""
         started = time.perf_counter()
         path: str = scope["path"]
         inner_path = path[path.find(INNER_PREFIX) + len(INNER_PREFIX) :].rstrip("/")
@@ -78,10 +81,14 @@ class InnerRequestObserver:
         endpoint = BY_PATH.get(inner_path)
         trace = Trace(
             request_id=headers.get("x-request-id") or os.urandom(8).hex(),
-            model_type=endpoint.model_type if endpoint is not None else self._unknown_type,
+            model_type=endpoint.model_type
+            if endpoint is not None
+            else "forward"
+            if services.forwarder is not None
+            else "other",
             traceparent=valid_traceparent(headers.get("traceparent")),
         )
-        tracing = self._services.tracing
+        tracing = services.tracing
         span = tracing.start(trace) if tracing is not None else None
         first_byte: float | None = None
         sent_bytes = 0
@@ -102,15 +109,15 @@ class InnerRequestObserver:
         token = current_trace.set(trace)
         try:
             response = await handler(Request(scope, receive))
-            self._stamp(response, trace, started)
+            self._stamp(services, response, trace, started)
             await response(scope, receive, counting_send)
         finally:
             current_trace.reset(token)
             self._admission.release(scope)
             first_byte_s = first_byte - started if first_byte is not None else None
-            self._record(trace, status, time.perf_counter() - started, first_byte_s, sent_bytes, scope, span)
+            self._record(services, trace, status, time.perf_counter() - started, first_byte_s, sent_bytes, scope, span)
 
-    def _stamp(self, response: Response, trace: Trace, started: float) -> None:
+    def _stamp(self, services: Services, response: Response, trace: Trace, started: float) -> None:
         if trace.outcome == "overloaded":
             response.headers["retry-after"] = "1"
         response.headers["x-request-id"] = trace.request_id
@@ -123,11 +130,12 @@ class InnerRequestObserver:
             # gateway itself spent on them.
             overhead_s = time.perf_counter() - started - trace.upstream_s
             response.headers["x-dify-gateway-overhead-ms"] = f"{max(0.0, overhead_s) * 1000:.3f}"
-        if self._services.drain.draining:
+        if services.drain.draining:
             response.headers["connection"] = "close"  # clients stop reusing this instance
 
     def _record(
         self,
+        services: Services,
         trace: Trace,
         status: int,
         duration_s: float,
@@ -141,10 +149,10 @@ class InnerRequestObserver:
             Tracing.finish(span, trace, outcome, status, duration_s)
         body = scope.get(BODY_KEY)
         request_bytes = len(body) if isinstance(body, bytes) else 0
-        self._services.request_metrics.observe(trace, outcome, duration_s, first_byte_s, request_bytes, sent_bytes)
+        services.request_metrics.observe(trace, outcome, duration_s, first_byte_s, request_bytes, sent_bytes)
         if self._recorder is not None:
             self._recorder(trace, outcome, status, duration_s, body)
-        if self._request_log:
+        if services.config.server.request_log:
             fields: dict[str, Any] = {
                 **trace.summary(outcome, status, duration_s),
                 "upstream_ms": round(trace.upstream_s * 1000, 3),
@@ -158,5 +166,5 @@ class InnerRequestObserver:
             if trace.traceparent:
                 fields["trace_id"] = trace.traceparent[3:35]
             if trace.errors:
-                fields["errors"] = [self._services.redactor(e) for e in trace.errors[-3:]]
+                fields["errors"] = [services.redactor(e) for e in trace.errors[-3:]]
             request_log.info("request", extra=fields)

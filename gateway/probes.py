@@ -27,11 +27,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Probes:
-    def __init__(self, services: Services, status: GatewayStatus, key_guard: KeyGuard) -> None:
-        self._services = services
+    def __init__(self, current: Callable[[], Services], status: GatewayStatus, key_guard: KeyGuard) -> None:
+        self._current = current  # the running services (a reload replaces them)
         self._status = status
         self._key_guard = key_guard
-        self._max_in_flight = services.config.server.max_in_flight
+        self._max_in_flight = current().config.server.max_in_flight
         self.paths: dict[str, Handler] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
@@ -40,7 +40,7 @@ class Probes:
         }
 
     async def metrics_page(self, request: Request) -> Response:
-        return _get_or_head(request) or Response(render(self._services.metrics), media_type=METRICS_CONTENT_TYPE)
+        return _get_or_head(request) or Response(render(self._current().metrics), media_type=METRICS_CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         """Liveness. The gateway's own server answers GET and HEAD before they reach the app
@@ -53,8 +53,9 @@ class Probes:
         refused = self._key_guard.refusal(request, "/status/targets")
         if refused is not None:
             return refused  # before the key is compared: see gateway.key_guard
+        services = self._current()
         try:
-            check_inner_api_key(request, self._services.inner_api_key)
+            check_inner_api_key(request, services.inner_api_key)
         except GatewayError as exc:
             if request.headers.get("x-inner-api-key"):
                 self._key_guard.wrong_key(request, "/status/targets")
@@ -62,8 +63,8 @@ class Probes:
         body = {
             "in_flight": self._status.in_flight,
             "draining": self._status.draining,
-            "shared_breakers": self._services.shared_breakers is not None,
-            "targets": self._services.health.snapshot(),
+            "shared_breakers": services.shared_breakers is not None,
+            "targets": services.health.snapshot(),
         }
         return Response(orjson.dumps(body), media_type=JSON_MEDIA_TYPE)
 
@@ -78,7 +79,7 @@ class Probes:
             full = {"status": "overloaded", "in_flight": status.in_flight, "max_in_flight": self._max_in_flight}
             return Response(orjson.dumps(full), status_code=503, media_type=JSON_MEDIA_TYPE)
         body: dict[str, Any] = {"status": "ready", "uptime_s": round(time.time() - status.started_at, 3)}
-        models = self._services.backends.local_status()
+        models = self._current().backends.local_status()
         if models:
             body["embedded_models"] = models
         if any(state.startswith("failed") for state in models.values()):

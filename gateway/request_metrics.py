@@ -40,6 +40,9 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 _SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 
 
+RELOAD_RESULTS = ("applied", "unchanged", "invalid")
+
+
 class RequestMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         """``registry`` None: multiprocess mode (values go to the shared files only)."""
@@ -109,9 +112,21 @@ class RequestMetrics:
         for model in EMBEDDED_MODELS:  # present from the start, so rate() and alerts see the first one
             for reason in ("crash", "timeout"):
                 self.model_restarts.labels(model, reason)
+        self.config_reloads = Counter(
+            "dify_gateway_config_reloads",
+            "Configuration reloads (SIGHUP or a changed file) by result: applied, unchanged (the same "
+            "configuration), invalid (the running configuration kept)",
+            ["result"],
+            registry=registry,
+        )
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result)
         # Label children by key: .labels() costs a lock and a dict build per call.
         self._by_route: dict[tuple[str, str], _RouteChildren] = {}
         self._by_type: dict[str, _TypeChildren] = {}
+
+    def config_reloaded(self, result: str) -> None:
+        self.config_reloads.labels(result).inc()
 
     def model_restarted(self, model: str, reason: str) -> None:
         """An embedded model's process was replaced (called from the model's worker thread)."""

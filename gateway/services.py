@@ -34,6 +34,7 @@ from gateway.invoke.rerank import RerankService
 from gateway.invoke.speech2text import Speech2TextService
 from gateway.invoke.summary import SummaryService
 from gateway.invoke.tts import TTSService
+from gateway.loop_monitor import LoopMonitor
 from gateway.metrics import Registry, build_registry, multiprocess_dir
 from gateway.pricing import ModelMap
 from gateway.redaction import Redactor
@@ -74,6 +75,7 @@ class Services:
     request_metrics: RequestMetrics
     tracing: Tracing | None
     drain: Drain
+    loop_monitor: LoopMonitor
     inner_api_key: bytes
 
     @property
@@ -86,15 +88,75 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
     """The live objects for ``config``. ``status`` is read (lazily) by the metrics."""
     if config.dify.inner_api_key is None:
         raise ValueError("no inner API key configured")
-    routes = RouteTable(config.routes)
     backends = backends or Backends()
-    model_map = ModelMap()
     health = TargetHealth(config.resilience.breaker)
-    resilience = Resilience(config.resilience.retry, health)
     embedding_cache = build_embedding_cache(config.cache)
-    metrics = build_registry(embedding_cache, health, status)
+    loop_monitor = LoopMonitor()
+    metrics = build_registry(embedding_cache, health, status, loop_monitor)
     request_metrics = RequestMetrics(None if multiprocess_dir() else metrics)
     backends.on_local_restart = request_metrics.model_restarted
+    return _with_routes(
+        config,
+        backends=backends,
+        model_map=ModelMap(),
+        health=health,
+        shared_breakers=_shared_breakers(config, health),
+        embedding_cache=embedding_cache,
+        metrics=metrics,
+        request_metrics=request_metrics,
+        tracing=Tracing(config.tracing) if config.tracing.enabled else None,
+        drain=Drain(config.server.drain_grace_s, config.server.drain_timeout_s),
+        loop_monitor=loop_monitor,
+        inner_api_key=config.dify.inner_api_key.get_secret_value().encode(),
+        secrets=config.secrets(),
+    )
+
+
+def rebuild_services(running: Services, config: GatewayConfig) -> Services:
+    """The services for a reloaded ``config``: new routes, invoke services, forwarder and
+    redaction; the same backends (their connection pools and embedded models), breaker and
+    health state, cache, metrics, tracing and drain as ``running``. The caller has already
+    put back the settings that need a restart (``gateway.reload``)."""
+    old = running.config
+    # A secret once configured stays redacted for the life of the process: an error about
+    # a request that started before the reload may still carry it.
+    secrets = sorted({*old.secrets(), *config.secrets()})
+    return _with_routes(
+        config,
+        backends=running.backends,
+        model_map=running.model_map,
+        health=running.health,
+        shared_breakers=running.shared_breakers,
+        embedding_cache=running.embedding_cache,
+        metrics=running.metrics,
+        request_metrics=running.request_metrics,
+        tracing=running.tracing,
+        drain=running.drain,
+        loop_monitor=running.loop_monitor,
+        inner_api_key=running.inner_api_key,
+        secrets=secrets,
+    )
+
+
+def _with_routes(
+    config: GatewayConfig,
+    *,
+    backends: Backends,
+    model_map: ModelMap,
+    health: TargetHealth,
+    shared_breakers: SharedBreakers | None,
+    embedding_cache: EmbeddingCache | None,
+    metrics: Registry,
+    request_metrics: RequestMetrics,
+    tracing: Tracing | None,
+    drain: Drain,
+    loop_monitor: LoopMonitor,
+    inner_api_key: bytes,
+    secrets: list[str],
+) -> Services:
+    """What depends on the routes, built around the long-lived objects given."""
+    routes = RouteTable(config.routes)
+    resilience = Resilience(config.resilience.retry, health)
     limits = config.limits
     summary = (
         SummaryService(config.summary_model, config.summary_concurrency, backends, model_map, resilience)
@@ -118,7 +180,7 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
         model_map=model_map,
         health=health,
         resilience=resilience,
-        shared_breakers=_shared_breakers(config, health),
+        shared_breakers=shared_breakers,
         embedding_cache=embedding_cache,
         llm=LLMService(routes, backends, model_map, resilience),
         embedding=EmbeddingService(routes, backends, model_map, resilience, embedding_cache, limits),
@@ -128,13 +190,19 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
         moderation=ModerationService(routes, backends, resilience, limits),
         summary=summary,
         forwarder=forwarder,
-        redactor=Redactor(config.secrets()),
+        redactor=Redactor(secrets),
         metrics=metrics,
         request_metrics=request_metrics,
-        tracing=Tracing(config.tracing) if config.tracing.enabled else None,
-        drain=Drain(config.server.drain_grace_s, config.server.drain_timeout_s),
-        inner_api_key=config.dify.inner_api_key.get_secret_value().encode(),
+        tracing=tracing,
+        drain=drain,
+        loop_monitor=loop_monitor,
+        inner_api_key=inner_api_key,
     )
+
+
+def local_models(config: GatewayConfig) -> list[str]:
+    """The embedded models the routes send to first (fallbacks load on their first call)."""
+    return sorted({t.model for r in config.routes for t in r.targets if is_local(t.model)})
 
 
 class ServicesLifecycle:
@@ -158,8 +226,9 @@ class ServicesLifecycle:
             services.shared_breakers.start()
         if services.embedding_cache is not None:
             self._tasks.append(loop.create_task(services.embedding_cache.store.warm_up()))
+        services.loop_monitor.start()
         config = services.config
-        local = sorted({t.model for r in config.routes for t in r.targets if is_local(t.model)})
+        local = local_models(config)
         preload = preload_list(local, config.server.preload_local_models)
         on_demand = [name for name in local if name not in preload]
         if on_demand:
@@ -174,6 +243,7 @@ class ServicesLifecycle:
         services = self._services
         for task in self._tasks:
             task.cancel()
+        await services.loop_monitor.aclose()
         if services.shared_breakers is not None:
             await services.shared_breakers.aclose()
         if services.tracing is not None:

@@ -7,7 +7,7 @@ itself, so nothing below the ASGI app depends on it (the layer contract in
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class GatewayStatus(Protocol):
@@ -31,4 +31,10 @@ class GatewayStatus(Protocol):
     @property
     def started_at(self) -> float:
         """Wall-clock time (``time.time()``) the app was built."""
+        ...
+
+    @property
+    def last_reload(self) -> dict[str, Any] | None:
+        """The last configuration reload (time, trigger, result, message, settings that need a
+        restart), or None before the first."""
         ...

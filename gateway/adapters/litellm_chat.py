@@ -21,8 +21,8 @@ _OPENAI_COMPLETION_PROVIDERS = ("openai/", "text-completion-openai/")
 
 
 class LiteLLMChatAdapter:
-    def __init__(self) -> None:
-        self._clients = OpenAIClients()
+    def __init__(self, clients: OpenAIClients | None = None) -> None:
+        self._clients = clients or OpenAIClients()
 
     def _completions_client(self, model: str, kwargs: dict[str, Any]) -> Any:
         """A reused OpenAI client for text completions.

@@ -8,6 +8,7 @@ connection pool per target.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 _CEILING_S = 600.0
@@ -19,6 +20,7 @@ class OpenAIClients:
 
     def __init__(self) -> None:
         self._clients: dict[tuple[Any, ...], Any] = {}
+        self._used: dict[tuple[Any, ...], float] = {}  # key -> last get (monotonic)
 
     def get(self, kwargs: dict[str, Any]) -> Any:
         """The client for litellm call ``kwargs`` (api_base, api_key, organization, extra_headers, timeout)."""
@@ -31,6 +33,7 @@ class OpenAIClients:
             kwargs.get("organization"),
             tuple(sorted(headers.items())),
         )
+        self._used[key] = time.monotonic()
         client = self._clients.get(key)
         if client is None:
             import httpx
@@ -49,7 +52,19 @@ class OpenAIClients:
             self._clients[key] = client
         return client
 
+    async def close_unused_since(self, since: float) -> int:
+        """Close the clients no call asked for since ``since`` (a configuration reload: the
+        targets of the old routes). One still needed is simply made again on its next call."""
+        stale = [key for key, used in self._used.items() if used < since]
+        for key in stale:
+            del self._used[key]
+            client = self._clients.pop(key, None)
+            if client is not None:
+                await client.close()
+        return len(stale)
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
+        self._used.clear()
         for client in clients:
             await client.close()

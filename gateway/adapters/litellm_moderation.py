@@ -30,8 +30,8 @@ def flagged_categories(categories: Any) -> list[str]:
 
 
 class LiteLLMModerationAdapter:
-    def __init__(self) -> None:
-        self._clients = OpenAIClients()
+    def __init__(self, clients: OpenAIClients | None = None) -> None:
+        self._clients = clients or OpenAIClients()
 
     async def aclose(self) -> None:
         await self._clients.aclose()

@@ -45,8 +45,8 @@ def mime_type(response_format: str, content_type: str | None) -> str:
 
 
 class LiteLLMSpeechAdapter:
-    def __init__(self) -> None:
-        self._clients = OpenAIClients()
+    def __init__(self, clients: OpenAIClients | None = None) -> None:
+        self._clients = clients or OpenAIClients()
 
     async def aclose(self) -> None:
         await self._clients.aclose()

@@ -25,8 +25,8 @@ PARAMS = frozenset({"language", "prompt", "temperature", "response_format", "tim
 
 
 class LiteLLMTranscriptionAdapter:
-    def __init__(self) -> None:
-        self._clients = OpenAIClients()
+    def __init__(self, clients: OpenAIClients | None = None) -> None:
+        self._clients = clients or OpenAIClients()
 
     async def aclose(self) -> None:
         await self._clients.aclose()

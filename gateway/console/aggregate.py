@@ -68,9 +68,21 @@ def merge_status(own: Doc, snapshots: list[Doc]) -> Doc:
             "backends": merge_backends([d["backends"] for d in docs]),
             "cache": merge_cache([d["cache"] for d in docs]),
             "embedded_models": merge_models([d["embedded_models"] for d in docs]),
+            "reload": merge_reloads(docs),
         }
     )
     return merged
+
+
+def merge_reloads(docs: list[Doc]) -> Doc | None:
+    """The latest reload of any worker, with each worker's last result (a SIGHUP to the
+    parent reloads every worker; each reports for itself)."""
+    seen = [(d["pid"], d["reload"]) for d in docs if d.get("reload")]
+    if not seen:
+        return None
+    latest = dict(max((reload for _, reload in seen), key=lambda r: float(r["at"])))
+    latest["workers"] = [{"pid": pid, "result": r["result"], "at": r["at"]} for pid, r in seen]
+    return latest
 
 
 def worker_summaries(own: Doc, snapshots: list[Doc]) -> list[Doc]:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -88,13 +89,16 @@ class Console:
     """The console's pages and JSON API. ``app`` is the gateway's public ASGI entry: a try
     runs through it exactly as the daemon's request would."""
 
-    def __init__(self, services: Services, status: GatewayStatus, app: ASGIApp, key_guard: KeyGuard) -> None:
-        config = services.config
+    def __init__(
+        self, current: Callable[[], Services], status: GatewayStatus, app: ASGIApp, key_guard: KeyGuard
+    ) -> None:
+        services = current()
+        config = services.config  # the console's own settings need a restart to change
         admin = config.console.admin_key
         # documented: the inner key when no admin key is set
         self._admin_key = admin.get_secret_value().encode() if admin is not None else services.inner_api_key
         self._inner_key = services.inner_api_key
-        self._services = services
+        self._current = current  # the running services (a reload replaces them)
         self._status = status
         self._app = app
         self._max_body = config.server.max_body_bytes
@@ -162,7 +166,7 @@ class Console:
         return {
             "pid": os.getpid(),
             "written_at": time.time(),
-            "status": build_status(self._services, self._status, self.state),
+            "status": build_status(self._current(), self._status, self.state),
             "errors": self.state.recent_errors(),
         }
 
@@ -213,7 +217,7 @@ class Console:
         try:
             return await handler(request)
         except GatewayError as exc:
-            exc.message = self._services.redactor(exc.message)
+            exc.message = self._current().redactor(exc.message)
             return _api_error(exc)
 
     def _asset(self, request: Request, name: str) -> Response:
@@ -240,7 +244,7 @@ class Console:
     async def status(self, request: Request) -> Response:
         instance = self._instance(request)
         if instance is None:
-            return _json(build_status(self._services, self._status, self.state))
+            return _json(build_status(self._current(), self._status, self.state))
         own, snapshots = instance
         return _json(merge_status(own["status"], snapshots))
 
@@ -257,7 +261,7 @@ class Console:
 
     async def try_it(self, request: Request) -> Response:
         data = parse_json_object(await read_body(request, self._max_body))
-        plan = plan_try(self._services, data)
+        plan = plan_try(self._current(), data)
         return StreamingResponse(
             run_try(self._app, plan, self._inner_key),
             media_type=NDJSON_MEDIA_TYPE,

@@ -109,6 +109,7 @@ def build_status(services: Services, status: GatewayStatus, state: ConsoleState)
         "summary_model": _summary(config.summary_model),
         "serverless": config.serverless.enabled,
         "tracing": config.tracing.enabled,
+        "reload": status.last_reload,
     }
 
 

@@ -64,6 +64,7 @@ EXEMPT: dict[str, str] = {
     "resilience/drain.py": INTEGRATION,
     "resilience/shared.py": INTEGRATION + " (real Redis)",
     "serverless/wire.py": "covered by tests/unit/serverless/test_endpoint.py",
+    "supervisor.py": "covered by tests/integration/test_reload.py (a SIGHUP to the parent of several workers)",
     "tracing.py": INTEGRATION,
 }
 

@@ -59,7 +59,8 @@
 
   function badge(state) {
     const kind = { closed: "ok", up: "ok", ready: "ok", "half-open": "warn", probing: "warn", starting: "warn",
-      draining: "warn", open: "bad", down: "bad", failed: "bad" }[state] || "idle";
+      draining: "warn", open: "bad", down: "bad", failed: "bad", "reload applied": "ok", "reload unchanged": "ok",
+      "reload failed": "bad" }[state] || "idle";
     return el("span", { class: `badge ${kind}`, text: state });
   }
 
@@ -178,7 +179,24 @@
       stat("Embedded models", models.length ? `${ready} / ${models.length} ready` : "none",
         models.length ? models.map(([name, state]) => name.replace("local/", "") + (state === "ready" ? "" : ` (${state})`)).join(", ")
           : "no route uses them"),
+      configStat(s),
     );
+  }
+
+  // The configuration file and its last reload (SIGHUP or a watched file change).
+  function configStat(s) {
+    const r = s.reload;
+    const source = String(s.config_source).split("/").pop();
+    if (!r) return stat("Configuration", source, "not reloaded since start");
+    const when = `${duration(Math.max(0, s.now - r.at))} ago (${r.trigger})`;
+    const restart = r.needs_restart && r.needs_restart.length ? ` · needs a restart: ${r.needs_restart.join(", ")}` : "";
+    const workers = (r.workers || []).length > 1
+      ? ` · ${r.workers.filter((w) => w.result === r.result).length} of ${r.workers.length} workers` : "";
+    const value = el("span", {}, source, " ", badge(r.result === "invalid" ? "reload failed" : `reload ${r.result}`));
+    const card = stat("Configuration", value, `${when}${workers}${restart}`);
+    if (r.result === "invalid") card.append(el("div", { class: "error sub", text: r.message }));
+    card.dataset.reload = r.result;
+    return card;
   }
 
   function renderTraffic(traffic) {
