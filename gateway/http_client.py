@@ -166,7 +166,11 @@ class EnvProxies:
 class HttpClient:
     """A lazily created ``aiohttp.ClientSession`` shared by the direct HTTP adapters."""
 
-    def __init__(self, *, limit: int = 256, connect_timeout_s: float = 10.0) -> None:
+    # No pool cap by default (aiohttp's 0): the cap on concurrent calls is the admission's
+    # ``server.max_in_flight``. A smaller pool (it was 256) queues calls already admitted inside
+    # aiohttp, unseen: 1,000 one-second streams on one worker then ran 256 at a time, the rest
+    # waited seconds for a connection and the queue filled the in-flight cap (429s).
+    def __init__(self, *, limit: int = 0, connect_timeout_s: float = 10.0) -> None:
         self._limit = limit
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
