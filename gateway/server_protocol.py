@@ -102,6 +102,60 @@ class _Pacer:
             self._begin(protocol, cycle, app)
 
 
+class _HeadersWithBody:
+    """The transport one response is written through: its first write (uvicorn writes the
+    status line and headers on their own) is held until the first piece of the body, and
+    both go out in one ``write``: one system call and one segment per short reply instead
+    of two. Nothing waits longer than the loop iteration under way: a held write with no
+    body behind it (``HEAD``, 204, a stream whose body comes later) is written at the next
+    one, and before any other use of the transport (closing it, say)."""
+
+    __slots__ = ("_transport", "_loop", "_armed", "_held", "_handle")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._armed = True
+        self._held: bytes | None = None
+        self._handle: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._armed and not data.startswith(_CONTINUE):  # "100 Continue" is not the response
+            self._armed = False
+            self._held = data
+            self._handle = self._loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            data = held + data
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write a held status line and headers now (a no-op when nothing is held)."""
+        self._handle = None
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # anything else uvicorn may call: in order, after the held bytes
+        self.flush()
+        return getattr(self._transport, name)
+
+
+_CONTINUE = b"HTTP/1.1 100 "
+
+
 class _Refused(Exception):
     """Raised from a parser callback: stop parsing and answer ``status``."""
 
@@ -314,7 +368,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._answer_healthz():
             return
         self._arm(self._limits.body_timeout_s, self._body_timeout)
+        before = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:
+            cycle.transport = _HeadersWithBody(self.transport, self.loop)  # type: ignore[assignment]
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, _HeadersWithBody):
+            cycle.transport.flush()  # a finished reply's headers, held this iteration, go out before the close
+        super().shutdown()
 
     def on_message_complete(self) -> None:
         self._in_body = False

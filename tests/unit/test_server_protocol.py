@@ -3,6 +3,7 @@ a small ASGI app behind it, raw sockets in front (byte-exact limits, what the ap
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 import threading
@@ -14,7 +15,7 @@ import orjson
 import pytest
 import uvicorn
 
-from gateway.server_protocol import ConnectionLimits, GatewayHttpProtocol
+from gateway.server_protocol import ConnectionLimits, GatewayHttpProtocol, _HeadersWithBody
 
 LIMITS = ConnectionLimits(max_header_bytes=4096, max_headers=20, header_timeout_s=0.5, body_timeout_s=0.5)
 
@@ -40,6 +41,11 @@ class Recorder:
             if not message["more_body"]:
                 break
         body = orjson.dumps({"size": size})
+        if scope["path"] == "/late":  # a stream whose first piece comes a while after its headers
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await asyncio.sleep(0.3)
+            await send({"type": "http.response.body", "body": body})
+            return
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -231,3 +237,71 @@ def test_every_request_is_served_when_more_arrive_than_start_per_iteration(serve
         assert status_of(sock.recv(65536)) == 200
         sock.close()
     assert len(served.app.calls) == 40
+
+
+class Writes(asyncio.Transport):
+    """A transport that records its writes (what the kernel would get, one call each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_a_reply_goes_out_in_one_write_with_its_headers_and_nothing_waits_past_the_iteration() -> None:
+    async def scenario() -> list[list[bytes]]:
+        loop = asyncio.get_running_loop()
+        seen = []
+        short = Writes()
+        held = _HeadersWithBody(short, loop)
+        held.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        held.write(b"body")
+        held.write(b"more")
+        seen.append(short.writes)
+        alone = Writes()  # headers, then nothing this iteration: written at the next one
+        held = _HeadersWithBody(alone, loop)
+        held.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        seen.append(list(alone.writes))
+        await asyncio.sleep(0)
+        seen.append(alone.writes)
+        closing = Writes()  # a close writes what is held first
+        held = _HeadersWithBody(closing, loop)
+        held.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # not the response: straight through
+        held.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        held.close()
+        seen.append(closing.writes + [b"closed" if closing.closed else b"open"])
+        return seen
+
+    short, before, after, closed = asyncio.run(scenario())
+    assert short == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+    assert before == [] and after == [b"HTTP/1.1 200 OK\r\n\r\n"]
+    assert closed == [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n", b"closed"]
+
+
+def test_headers_are_not_held_back_for_a_body_that_comes_later(served: Served) -> None:
+    with served.connect() as sock:
+        sock.sendall(request("/late", body=b"ab"))
+        first = sock.recv(65536)  # well before the body's 0.3 s
+        assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"\r\n\r\n")
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):
+            rest += sock.recv(65536)
+        assert b'{"size":2}' in rest
+
+
+def test_a_head_reply_without_body_bytes_still_gets_its_headers(served: Served) -> None:
+    with served.connect() as sock:
+        sock.sendall(b"HEAD /x HTTP/1.1\r\nhost: t\r\n\r\n")
+        first = sock.recv(65536)
+        assert status_of(first) == 200 and first.endswith(b"\r\n\r\n")
+        sock.sendall(request(body=b"abc"))  # and the connection goes on
+        assert body_of(sock.recv(65536)) == {"size": 3}
