@@ -10,7 +10,13 @@ it prints ``ready <port>`` once it listens. Endpoints:
   (``encoding_format``) as OpenAI sends them;
 - ``POST /v1/rerank``, ``/v2/rerank``, ``/rerank``: Cohere/Jina-shaped results, ``top_n`` honoured;
 - ``GET /_bench/times``: the service time of every request since the last call, by request
-  id, then forgets them (``{"times": {id: [seconds, ...]}, "untagged": n}``).
+  id, then forgets them (``{"times": {id: [seconds, ...]}, "untagged": n}``);
+- ``GET /_bench/faults``: how many faults were injected so far (``{"500": n, "reset": n}``).
+
+``--fault-rate P`` (0..1) injects faults: a request is answered 500 or has its connection reset
+before any reply (alternately), with probability P. A tagged request is faulted at most once:
+its retry (the same ``bid:<id>``) is always answered, so a client that retries once must see
+every request succeed. Untagged requests are faulted with probability P every time.
 
 Every reply waits ``--latency-ms`` before its headers. The service time runs from the
 handler's start to the last byte written. A request is tagged by the first ``bid:<id>``
@@ -24,6 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import random
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -44,6 +52,8 @@ class Settings:
     chunks: int = 50
     gap_s: float = 0.01
     dims: int = 384
+    fault_rate: float = 0.0
+    fault_seed: int = 0
 
 
 def request_id(text: Any) -> str | None:
@@ -61,6 +71,9 @@ class Upstream:
         self.settings = settings
         self.times: dict[str, list[float]] = {}
         self.untagged = 0
+        self.faults = {"500": 0, "reset": 0}
+        self._faulted: set[str] = set()  # tags already faulted once: their retries are answered
+        self._dice = random.Random(settings.fault_seed)
         self._bodies: dict[tuple[Any, ...], bytes] = {}
         self._routes = {
             "/v1/chat/completions": self._chat,
@@ -78,16 +91,32 @@ class Upstream:
             return web.Response(body=reply, headers=JSON_HEADERS)
         if request.method == "GET" and request.path == "/_bench/health":
             return web.Response(text="ok")
+        if request.method == "GET" and request.path == "/_bench/faults":
+            return web.Response(body=orjson.dumps(self.faults), headers=JSON_HEADERS)
         route = self._routes.get(request.path)
         if route is None or request.method != "POST":
             return web.Response(status=404, body=b'{"error":{"message":"not found"}}', headers=JSON_HEADERS)
         body = orjson.loads(await request.read())
+        if self.settings.fault_rate > 0 and (fault := self._fault(body)) is not None:
+            return fault
         rid, response = await route(request, body)
         if rid is None:
             self.untagged += 1
         else:
             self.times.setdefault(rid, []).append(time.perf_counter() - started)
         return response
+
+    def _fault(self, body: dict[str, Any]) -> web.StreamResponse | None:
+        tag = _tag(body)
+        if tag in self._faulted or self._dice.random() >= self.settings.fault_rate:
+            return None
+        if tag is not None:
+            self._faulted.add(tag)
+        kind = "reset" if (self.faults["500"] + self.faults["reset"]) % 2 else "500"
+        self.faults[kind] += 1
+        if kind == "500":
+            return web.Response(status=500, body=b'{"error":{"message":"injected fault"}}', headers=JSON_HEADERS)
+        raise _Reset
 
     async def _wait(self) -> None:
         if self.settings.latency_s > 0:
@@ -152,6 +181,39 @@ class Upstream:
         if body is None:
             body = self._bodies[key] = build()
         return body
+
+
+class _Reset(Exception):
+    """Raised by a handler to reset its connection (see ``_reset_on``)."""
+
+
+def _tag(body: dict[str, Any]) -> str | None:
+    """The request id the chat, embedding and rerank handlers read from a body."""
+    if isinstance(body.get("messages"), list):
+        return next((r for m in reversed(body["messages"]) if (r := request_id(m.get("content"))) is not None), None)
+    inputs = body.get("input")
+    if inputs:
+        return request_id(inputs if isinstance(inputs, str) else inputs[0])
+    return request_id(body.get("query"))
+
+
+def _reset_on(handler: Any) -> Any:
+    """Wrap the handler: a ``_Reset`` aborts the connection with a TCP RST (linger 0), as a
+    crashed upstream or a load balancer does, instead of a reply."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except _Reset:
+            transport = request.transport
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            raise asyncio.CancelledError from None  # nothing more to write on this connection
+
+    return handle
 
 
 def _chat_body(model: str) -> bytes:
@@ -231,7 +293,7 @@ def _rerank_body(shown: int, tei: bool) -> bytes:
 
 async def serve(settings: Settings, host: str, port: int) -> None:
     upstream = Upstream(settings)
-    server = web.Server(upstream.handle, access_log=None)
+    server = web.Server(_reset_on(upstream.handle), access_log=None)
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(server, host, port, backlog=4096)
     print(f"ready {listener.sockets[0].getsockname()[1]}", flush=True)
@@ -246,8 +308,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=50, help="content deltas per streamed chat reply")
     parser.add_argument("--gap-ms", type=float, default=10.0, help="pause between streamed deltas")
     parser.add_argument("--dims", type=int, default=384, help="embedding dimensions")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests answered 500 or reset")
+    parser.add_argument("--fault-seed", type=int, default=0, help="seed of the fault dice")
     args = parser.parse_args()
-    settings = Settings(args.latency_ms / 1000, args.chunks, args.gap_ms / 1000, args.dims)
+    settings = Settings(
+        args.latency_ms / 1000, args.chunks, args.gap_ms / 1000, args.dims, args.fault_rate, args.fault_seed
+    )
     try:
         aio.run(serve(settings, args.host, args.port))
     except KeyboardInterrupt:
