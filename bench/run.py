@@ -53,6 +53,8 @@ class Plan:
     chunks: int  # streamed deltas per reply (0: unknown, a real upstream decides)
     gap_ms: float
     models: Models
+    server_cpus: str | None = None  # --pin: taskset CPU lists, None: anywhere
+    client_cpus: str | None = None
 
 
 def log(message: str) -> None:
@@ -93,6 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="scheduling priority for this run and every process it starts (e.g. -10 on a busy machine; needs root)",
     )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server under test on CPU 0, the fake upstream and the load generator on CPU 1 (taskset)",
+    )
     p.add_argument("--out", type=Path, help="JSON results (default .artifacts/bench/results-<time>.json)")
     client = p.add_argument_group("client-only mode: a deployed gateway, no local servers")
     client.add_argument("--target-url", help="the gateway's base URL, e.g. http://dify-gateway:8080")
@@ -107,6 +114,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    if args.pin and (os.cpu_count() or 1) < 2:
+        p.error("--pin needs at least 2 CPUs")
+    if args.pin and args.target_url:
+        p.error("--pin is for local runs")
     if args.target_url and not args.inner_api_key:
         p.error("--target-url needs --inner-api-key (or DIFY_INNER_API_KEY)")
     return args
@@ -143,6 +154,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         chunks=chunks,
         gap_ms=args.gap_ms,
         models=models,
+        server_cpus="0" if args.pin else None,
+        client_cpus="1" if args.pin else None,
     )
 
 
@@ -219,7 +232,11 @@ class Bench:
         )
         settle_before = procs.wait_idle(pid, plan.settle_cap_s, window_s=plan.idle_window_s) if pid else 0.0
         gen = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            systems.pinned([sys.executable, "-m", "bench.loadgen"], plan.client_cpus),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert gen.stdin is not None and gen.stdout is not None
         try:
@@ -292,7 +309,9 @@ def run_local(args: argparse.Namespace, bench: Bench, names: list[str], work: Pa
     if "litellm-proxy" in names:
         litellm = ensure_proxy_env(log)  # first: a broken install should stop the run before it starts
     log(f"starting the fake upstream (latency {args.latency_ms:g} ms, {args.chunks} chunks x {args.gap_ms:g} ms)")
-    upstream, url = systems.start_upstream(args.latency_ms, args.chunks, args.gap_ms, args.dims, work / "logs")
+    upstream, url = systems.start_upstream(
+        args.latency_ms, args.chunks, args.gap_ms, args.dims, work / "logs", plan.client_cpus
+    )
     bench.upstream, bench.upstream_pid = url, upstream.pid
     try:
         for name in names:
@@ -300,12 +319,14 @@ def run_local(args: argparse.Namespace, bench: Bench, names: list[str], work: Pa
             if name == "gateway":
                 log("starting the gateway ...")
                 server, system = systems.start_gateway(
-                    url, "bench-inner-key", args.gateway_workers, work, args.gateway_src
+                    url, "bench-inner-key", args.gateway_workers, work, args.gateway_src, plan.server_cpus
                 )
             elif name == "litellm-proxy":
                 assert litellm is not None
                 log("starting the LiteLLM proxy (cold start takes a while) ...")
-                server, system = systems.start_proxy(litellm, url, plan.models, work, args.proxy_workers)
+                server, system = systems.start_proxy(
+                    litellm, url, plan.models, work, args.proxy_workers, plan.server_cpus
+                )
             else:
                 system = systems.direct(url, upstream.pid)
             log(f"{system.name} ready at {system.url} {system.notes or ''}")

@@ -47,11 +47,18 @@ def free_port() -> int:
         return port
 
 
-def start_upstream(latency_ms: float, chunks: int, gap_ms: float, dims: int, logs: Path) -> tuple[Server, str]:
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    """``command`` on the CPUs ``cpus`` (``taskset -c``: every thread and child it starts inherits them)."""
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
+def start_upstream(
+    latency_ms: float, chunks: int, gap_ms: float, dims: int, logs: Path, cpus: str | None = None
+) -> tuple[Server, str]:
     port = free_port()
     command = [sys.executable, "-m", "bench.upstream", "--port", str(port), "--latency-ms", str(latency_ms)]
     command += ["--chunks", str(chunks), "--gap-ms", str(gap_ms), "--dims", str(dims)]
-    server = Server("fake upstream", command, _env(), logs / "upstream.log", ROOT)
+    server = Server("fake upstream", pinned(command, cpus), _env(), logs / "upstream.log", ROOT)
     url = f"http://127.0.0.1:{port}"
     server.wait_http(url + "/_bench/health", 20)
     return server, url
@@ -62,7 +69,9 @@ def _gateway_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
 
 
-def start_gateway(upstream: str, key: str, workers: int, work: Path, src: Path | None) -> tuple[Server, System]:
+def start_gateway(
+    upstream: str, key: str, workers: int, work: Path, src: Path | None, cpus: str | None = None
+) -> tuple[Server, System]:
     """``src``: a directory holding another ``gateway/`` package to run instead of the installed one
     (e.g. ``git archive HEAD gateway | tar -x -C DIR``), with the same virtualenv."""
     target = {"api_base": f"{upstream}/v1", "api_key": UPSTREAM_KEY}
@@ -90,7 +99,7 @@ def start_gateway(upstream: str, key: str, workers: int, work: Path, src: Path |
     env = _env(DIFY_INNER_API_KEY=key)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src.resolve()), env.get("PYTHONPATH")]))
-    server = Server("gateway", command, env, work / "logs" / "gateway.log", ROOT)
+    server = Server("gateway", pinned(command, cpus), env, work / "logs" / "gateway.log", ROOT)
     url = f"http://127.0.0.1:{port}"
     ready = server.wait_http(url + "/readyz", 60)
     system = System("gateway", "dify", url, {"X-Inner-Api-Key": key, "Content-Type": "application/json"}, server.pid)
@@ -117,7 +126,9 @@ def revision(path: Path) -> str:
         return "unknown"
 
 
-def start_proxy(litellm: Path, upstream: str, models: Models, work: Path, workers: int = 1) -> tuple[Server, System]:
+def start_proxy(
+    litellm: Path, upstream: str, models: Models, work: Path, workers: int = 1, cpus: str | None = None
+) -> tuple[Server, System]:
     params = {"api_base": f"{upstream}/v1", "api_key": UPSTREAM_KEY}
     config = {
         "model_list": [
@@ -143,7 +154,7 @@ def start_proxy(litellm: Path, upstream: str, models: Models, work: Path, worker
     command += ["--num_workers", str(workers)]
     env = _env(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
     env.pop("DATABASE_URL", None)
-    server = Server("LiteLLM proxy", command, env, work / "logs" / "litellm-proxy.log", ROOT)
+    server = Server("LiteLLM proxy", pinned(command, cpus), env, work / "logs" / "litellm-proxy.log", ROOT)
     url = f"http://127.0.0.1:{port}"
     ready = server.wait_http(url + "/health/liveliness", 180)
     headers = {"Authorization": f"Bearer {PROXY_KEY}", "Content-Type": "application/json"}
