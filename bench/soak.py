@@ -90,6 +90,7 @@ class Soak:
             "revision": revision(ROOT),
         }
         self.verdict: dict[str, Any] = {}
+        self.port = 0  # the gateway's, once it runs
 
     # -- output ----------------------------------------------------------------------------
     def result(self) -> dict[str, Any]:
@@ -124,6 +125,7 @@ class Soak:
         except (aiohttp.ClientError, TimeoutError):
             pass
         lag = values.get(gw.LAG)
+        fds = gw.open_fds(pid, self.port)
         types: dict[str, Any] = {}
         for lane in ls:
             batch = lane.take()
@@ -141,7 +143,9 @@ class Soak:
             "t_s": round(t, 1),
             "rss_mb": _round(gw.rss_mb(pid)),
             "tree_rss_mb": _round(procs.rss_mb(pid)),
-            "fds": gw.open_fds(pid),
+            "fds": None if fds is None else fds[0],
+            "fds_inbound": None if fds is None else fds[1],  # connections the soak's client holds
+            "fds_own": None if fds is None else fds[0] - fds[1],  # what the verdict judges
             "loop_lag_ms": None if lag is None else round(lag * 1000, 2),
             "asyncio_tasks": _int(values.get(gw.TASKS)),
             "reloads": gw.reloads(values),
@@ -151,7 +155,7 @@ class Soak:
         }
 
     def progress(self, s: dict[str, Any]) -> str:
-        parts = [f"t={s['t_s']:>6.0f}s rss {s['rss_mb']} MB fds {s['fds']}"]
+        parts = [f"t={s['t_s']:>6.0f}s rss {s['rss_mb']} MB fds {s['fds_own']} (+{s['fds_inbound']} inbound)"]
         parts.append(f"lag {s['loop_lag_ms']} ms tasks {s['asyncio_tasks']} faults {s['faults_injected']}")
         per = " ".join(
             f"{name} {v['p50']}/{v['p99']}" + (f" FAILED {v['failed']}" if v["failed"] else "")
@@ -265,13 +269,15 @@ class Soak:
             # connections or a collection is not a trend.
             head, tail = late[:3], late[-3:]
             rss0, rss1 = _median(head, "rss_mb"), _median(tail, "rss_mb")
-            fd0, fd1 = _median(head, "fds"), _median(tail, "fds")
+            fd0, fd1 = _median(head, "fds_own"), _median(tail, "fds_own")
             verdict |= {"baseline_t_s": head[0]["t_s"], "rss_baseline_mb": rss0, "rss_end_mb": rss1}
             verdict |= {"fds_baseline": fd0, "fds_end": fd1}
             if rss0 and rss1 and rss1 > rss0 * (1 + RSS_TOLERANCE):
                 reasons.append(f"RSS grew {100 * (rss1 / rss0 - 1):.1f} % after the baseline ({rss0} -> {rss1} MB)")
             if fd0 is not None and fd1 is not None and fd1 > fd0 + FD_TOLERANCE:
-                reasons.append(f"open fds grew from {fd0:g} to {fd1:g} (tolerance +{FD_TOLERANCE})")
+                reasons.append(
+                    f"open fds (inbound connections aside) grew from {fd0:g} to {fd1:g} (tolerance +{FD_TOLERANCE})"
+                )
             if rss0 and rss1:
                 verdict["rss_growth_pct"] = round(100 * (rss1 / rss0 - 1), 2)
         else:
@@ -329,7 +335,7 @@ def summary(soak: Soak) -> str:
         f" upstream faults injected {v['faults_injected']}",
         f"  RSS {v.get('rss_baseline_mb')} MB at {v.get('baseline_t_s')} s -> {v.get('rss_end_mb')} MB at the end"
         f" ({v.get('rss_growth_pct')} %, limit +{100 * RSS_TOLERANCE:g} %)",
-        f"  open fds {v.get('fds_baseline')} -> {v.get('fds_end')} (limit +{FD_TOLERANCE});"
+        f"  open fds, inbound connections aside, {v.get('fds_baseline')} -> {v.get('fds_end')} (limit +{FD_TOLERANCE});"
         f" loop lag max {v['loop_lag_ms_max']} ms",
     ]
     if "reloads_sent" in v:
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream, upstream_url = gw.start_upstream(args.fault_rate, args.fault_seed, out / "logs")
         gw.write_config(config_path, gw.config(upstream_url, 0, args.retries, not args.no_fallback))
         log(f"starting the gateway (config {config_path}) ...")
-        gateway, url = gw.start_gateway(config_path, KEY, out / "logs")
+        gateway, url, soak.port = gw.start_gateway(config_path, KEY, out / "logs")
         soak.meta["gateway_pid"] = gateway.pid
         log(
             f"gateway pid {gateway.pid} at {url}; {args.duration_s:g} s at {args.rate:g} req/s, "

@@ -70,14 +70,14 @@ def write_config(path: Path, body: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def start_gateway(config_path: Path, key: str, logs: Path) -> tuple[Server, str]:
+def start_gateway(config_path: Path, key: str, logs: Path) -> tuple[Server, str, int]:
     port = free_port()
     command = [*_gateway_command(), "serve", "--config", str(config_path), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1"]  # one process: its pid is the one sampled
     server = Server("gateway", command, _env(DIFY_INNER_API_KEY=key), logs / "gateway.log", ROOT)
     url = f"http://127.0.0.1:{port}"
     server.wait_http(url + "/readyz", 120)
-    return server, url
+    return server, url, port
 
 
 def reload(pid: int) -> None:
@@ -95,11 +95,31 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def open_fds(pid: int) -> int | None:
+def open_fds(pid: int, port: int) -> tuple[int, int] | None:
+    """(open fds, of which connections accepted on ``port``). The second is the client's doing:
+    a keep-alive pool stays as large as its busiest moment, so it is left out of the verdict."""
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     except OSError:
         return None
+    inbound = _accepted(pid, port)
+    return len(links), sum(link.startswith("socket:[") and link[8:-1] in inbound for link in links)
+
+
+def _accepted(pid: int, port: int) -> set[str]:
+    """Socket inodes of TCP connections whose local port is ``port`` (the listener excluded)."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; the inode is the tenth field
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] != "0A":
+                inodes.add(fields[9])
+    return inodes
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")

@@ -35,7 +35,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax_rss.set_ylabel("MB")
     ax_rss.legend(loc="lower right", fontsize="small")
 
-    ax_fds.plot(minutes, [s["fds"] for s in samples], color="tab:green", label="open fds")
+    ax_fds.plot(minutes, [s["fds_own"] for s in samples], color="tab:green", label="open fds (judged)")
+    ax_fds.plot(minutes, [s["fds"] for s in samples], color="tab:green", alpha=0.4, label="with inbound connections")
     ax_fds.set_ylabel("fds")
     ax_fds.legend(loc="lower right", fontsize="small")
 

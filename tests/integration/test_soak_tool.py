@@ -51,7 +51,7 @@ def test_soak_passes_with_absorbed_faults_and_fails_without_retries(tmp_path: Pa
     assert verdict["reloads_sent"] == 3 and verdict["reloads_counted"]["applied"] == 3
     samples = result["samples"]
     assert len(samples) >= 6
-    assert all(s["rss_mb"] and s["fds"] for s in samples)
+    assert all(s["rss_mb"] and s["fds_own"] and s["fds"] > s["fds_own"] for s in samples)
     assert {"llm", "llm-stream", "embed", "embed-cached", "rerank", "tts", "speech2text"} <= set(samples[-1]["types"])
     assert all(v["ok"] > 0 for v in samples[2]["types"].values())  # every type was answered in an interval
     assert (good_dir / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
