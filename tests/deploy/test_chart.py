@@ -184,6 +184,7 @@ def test_secret_values_never_reach_the_config_map(render: Render) -> None:
         (("config.server.port=9000",), "config.server.port"),
         (("config.server.drain_timeout_s=-1",), "drain_timeout_s"),
         (("podAntiAffinity=maybe",), "podAntiAffinity"),
+        (("configReload=sometimes",), "configReload"),
         (("containerPort=80",), "containerPort"),
         (("serviceMonitor.interval=often",), "interval"),
         (("unknownTopLevelKey=1",), "unknownTopLevelKey"),
@@ -248,3 +249,17 @@ def test_install_notes_tell_what_to_set_in_dify(helm: str, tmp_path: Path, value
     notes = yaml.safe_load(result.stdout)["data"]["notes"]
     assert "DIFY_INNER_API_URL=http://ci-dify-gateway.dify.svc:8080" in notes
     assert secret_line in notes
+
+
+def test_config_changes_reload_live_by_default_and_roll_the_pods_when_asked(render: Render) -> None:
+    live = render("default")
+    annotations = gateway_deployment(live)["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/config" not in annotations  # a ConfigMap change must not restart the pods ...
+    assert "checksum/secret" in annotations  # ... but the secrets come in as environment variables
+    assert gateway_config(live)["server"]["watch_config"] is True  # ... each pod applies it itself
+    rollout = render("default", "configReload=rollout")
+    annotations = gateway_deployment(rollout)["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/config" in annotations
+    assert "watch_config" not in gateway_config(rollout).get("server", {})
+    # An explicit setting wins over the chart's.
+    assert gateway_config(render("default", "config.server.watch_config=false"))["server"]["watch_config"] is False

@@ -115,6 +115,11 @@ cannot start without the key, and only the operator knows the plugin daemon's va
 {{- $_ := set $cache "redis_url" "os.environ/REDIS_URL" }}
 {{- $_ := set $config "cache" $cache }}
 {{- end }}
+{{- if eq .Values.configReload "live" }}
+{{- $server := default dict $config.server }}
+{{- if not (hasKey $server "watch_config") }}{{ $_ := set $server "watch_config" true }}{{ end }}
+{{- $_ := set $config "server" $server }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
