@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import statistics
 import time
 from collections.abc import Iterator
@@ -322,3 +323,37 @@ def test_page_size_and_load_time(browser: Browser, gateway: GatewayProcess) -> N
     (ARTIFACTS / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     assert total < 64 * 1024, f"the console page grew to {total} bytes"
     assert median["first_status_render_ms"] < 3000, median
+
+
+def test_the_status_shows_the_last_reload_and_why_one_failed(
+    browser: Browser, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    target = {"model": "openai/{model}", "api_base": upstream.base_url, "api_key": "sk-e2e-upstream"}
+    config: dict[str, Any] = {
+        "routes": [{"name": "fake-llm", "match": {"type": "llm"}, "targets": [target]}],
+        "console": {"enabled": True, "admin_key": ADMIN},
+        "server": {"drain_grace_s": 0},
+    }
+    with GatewayProcess(config, tmp_path) as server:
+        assert server.process is not None
+        watched = signed_in(browser, viewport=DESKTOP)
+        try:
+            page = open_console(watched, server)
+            card = page.locator(".stat", has_text="Configuration")
+            assert "not reloaded since start" in card.inner_text()
+            (tmp_path / "gateway.yaml").write_text("routes: [{match: {type: llm}, targets: [{model: x, typo: 1}]}]\n")
+            server.process.send_signal(signal.SIGHUP)
+            page.wait_for_selector(".stat[data-reload=invalid]", timeout=30_000)
+            text = card.inner_text()
+            assert "reload failed" in text and "typo" in text and "SIGHUP" in text
+            renamed = {**config, "routes": [{**config["routes"][0], "name": "renamed-llm"}]}
+            (tmp_path / "gateway.yaml").write_text(json.dumps({**renamed, "server": {"drain_grace_s": 0, "port": 1}}))
+            server.process.send_signal(signal.SIGHUP)
+            page.wait_for_selector(".stat[data-reload=applied]", timeout=30_000)
+            text = card.inner_text()
+            assert "reload applied" in text and "needs a restart: server.port" in text
+            page.wait_for_selector(".route:has-text('renamed-llm')")
+            page.screenshot(path=ARTIFACTS / "reload.png", full_page=True)
+            assert watched.errors == []
+        finally:
+            watched.context.close()
