@@ -19,7 +19,7 @@ async def test_a_blocked_loop_shows_as_lag_and_tasks_are_counted() -> None:
         await asyncio.sleep(0.1)
         idle = monitor.lag_s
         assert idle is not None and idle < 0.25  # a loaded machine still wakes a timer in time
-        time.sleep(0.4)  # a blocking call on the loop
+        time.sleep(0.4)  # noqa: ASYNC251 - the blocking call on the loop this test is about
         await asyncio.sleep(0.1)
         lag = monitor.lag_s
         assert lag is not None and lag >= 0.3
@@ -37,7 +37,7 @@ async def test_old_lag_leaves_the_window() -> None:
     monitor.start()
     try:
         await asyncio.sleep(0.05)
-        time.sleep(0.3)
+        time.sleep(0.3)  # noqa: ASYNC251 - a blocking call on the loop, on purpose
         await asyncio.sleep(0.05)
         assert (monitor.lag_s or 0) >= 0.2
         await asyncio.sleep(0.6)  # more than the window's samples since
