@@ -118,7 +118,11 @@ class Reloader:
     async def reload(self, trigger: str) -> ReloadStatus:
         """Reload now, or after the reload in progress (each one reads the file afresh)."""
         async with self._lock:
-            return await self._reload_once(trigger)
+            try:
+                return await self._reload_once(trigger)
+            except Exception as exc:  # a fault of the gateway's own: the running configuration stays
+                log.exception("configuration reload (%s): unexpected error", trigger)
+                return self._record(trigger, "invalid", f"unexpected error: {type(exc).__name__}", [])
 
     async def _reload_once(self, trigger: str) -> ReloadStatus:
         running = self._current()

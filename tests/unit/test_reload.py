@@ -272,3 +272,15 @@ async def test_with_watch_config_a_changed_file_is_applied_without_a_signal(tmp_
         assert gateway.last_reload is not None and gateway.last_reload["trigger"] == "file changed"
     finally:
         await gateway._watcher.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_file_that_cannot_be_read_keeps_the_running_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    gateway = _gateway(path, _document())
+    before = gateway.services
+    path.unlink()
+    (tmp_path / "gateway.yaml").mkdir()  # a directory where the file was: read fails
+    status = await gateway.reloader.reload("SIGHUP")
+    assert status.result == "invalid" and "cannot read" in status.message
+    assert gateway.services is before
