@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway.app import Gateway, create_app
 from gateway.config import load_config, parse_config
@@ -284,3 +286,34 @@ async def test_a_file_that_cannot_be_read_keeps_the_running_configuration(tmp_pa
     status = await gateway.reloader.reload("SIGHUP")
     assert status.result == "invalid" and "cannot read" in status.message
     assert gateway.services is before
+
+
+_yaml_text = st.one_of(
+    st.text(max_size=300),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+        max_leaves=20,
+    ).map(lambda doc: yaml.safe_dump(doc)),
+    # Near-valid files: the real document with one key's value replaced by something random.
+    st.tuples(
+        st.sampled_from(["server", "routes", "cache", "resilience", "limits", "dify", "summary_model"]),
+        st.none() | st.integers() | st.text(max_size=20) | st.lists(st.integers(), max_size=3),
+    ).map(lambda kv: yaml.safe_dump({**_document(), kv[0]: kv[1]})),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_yaml_text)
+def test_any_file_content_is_applied_or_refused_never_raised(tmp_path: Path, text: str) -> None:
+    """The file is input from outside once the process runs: whatever it holds, a reload ends
+    in a status, and a refused file leaves the running services as they were."""
+    path = tmp_path / "gateway.yaml"
+    gateway = _gateway(path, _document())
+    before = gateway.services
+    path.write_text(text)
+    status = asyncio.run(gateway.reloader.reload("SIGHUP"))
+    assert status.result in ("applied", "unchanged", "invalid")
+    if status.result == "invalid":
+        assert gateway.services is before
+        assert status.message and not status.message.startswith("unexpected error"), status.message
