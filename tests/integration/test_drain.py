@@ -61,6 +61,15 @@ def start(
     raise AssertionError(f"the gateway did not start: {process.communicate()[0].decode()}")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill the server if a test left it running, and close its pipe (never leaked to a later test)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def stream(url: str, model: str, results: dict[str, tuple[int, str, bool, str | None]]) -> None:
     try:
         response = httpx.post(
@@ -91,7 +100,8 @@ def test_sigterm_drains_streams_in_flight_and_exits_cleanly(tmp_path: Path, fake
         threads = [threading.Thread(target=stream, args=(url, f"s{i}", results)) for i in range(STREAMS)]
         for thread in threads:
             thread.start()
-        fake.wait_until(lambda: sum(1 for r in fake.requests if (r.model or "").startswith("s")) == STREAMS, 5)
+        # Generous: on a loaded 2-core machine twelve fresh client connections can take seconds.
+        fake.wait_until(lambda: sum(1 for r in fake.requests if (r.model or "").startswith("s")) == STREAMS, 20)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
 
@@ -122,9 +132,7 @@ def test_sigterm_drains_streams_in_flight_and_exits_cleanly(tmp_path: Path, fake
         assert exited_after < 10, exited_after
         assert b"SIGTERM: draining" in output
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_new_connections_are_refused_after_the_grace(tmp_path: Path, fake: FakeUpstream) -> None:
@@ -148,9 +156,7 @@ def test_new_connections_are_refused_after_the_grace(tmp_path: Path, fake: FakeU
         process.communicate(timeout=30)
         assert process.returncode == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_drain_timeout_cuts_what_is_still_running(tmp_path: Path, fake: FakeUpstream) -> None:
@@ -170,6 +176,4 @@ def test_drain_timeout_cuts_what_is_still_running(tmp_path: Path, fake: FakeUpst
         status, _, finished, _ = results["long"]
         assert not finished and status in (200, -1)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process)
