@@ -8,6 +8,8 @@
     ├── MethodNotAllowed  405     a method the path does not serve
     ├── PayloadTooLarge   413     the body exceeds server.max_body_bytes
     ├── Overloaded        429     server.max_in_flight invocations are already in flight
+    ├── BudgetExceeded    429     the tenant has spent its budget (refused before any upstream call)
+    ├── RateLimited       429     the tenant (or user) is over its rate limit; Retry-After says when
     ├── NoRoute           404     no route serves this type/provider/model
     └── UpstreamError     502     the backend failed; subclasses keep its meaning
         ├── UpstreamBadRequest    400  the backend rejected the request (4xx other than below);
@@ -62,6 +64,24 @@ class PayloadTooLarge(GatewayError):
 
 class Overloaded(GatewayError):
     status = 429
+
+
+class BudgetExceeded(GatewayError):
+    """The message names the budget, what was spent, the limit and when it resets."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # until the budget's window resets
+
+
+class RateLimited(GatewayError):
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NoRoute(GatewayError):

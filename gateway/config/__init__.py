@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -406,6 +407,155 @@ class ServerlessConfig(_Strict):
         return self.tenants.get(session_id, self.default_tenant)
 
 
+# --- governance: the usage ledger, budgets and rate limits ---------------------------------
+
+# Where the embedded defaults keep their files (the SQLite ledger, its spill file).
+DATA_DIR_ENV = "DIFY_GATEWAY_DATA_DIR"
+DEFAULT_DATA_DIR = "data"
+
+
+class LedgerConfig(_Strict):
+    """One row per invocation, written off the request path in batches (``gateway.usage``)."""
+
+    enabled: bool = True
+    # sqlite:///path/usage.db or postgresql://user:password@host:5432/db (a secret reference
+    # works: os.environ/DATABASE_URL). Unset: SQLite at $DIFY_GATEWAY_DATA_DIR/usage.db.
+    database_url: SecretStr | None = None
+    # A batch is written every flush_interval_ms, or as soon as batch_rows are waiting.
+    flush_interval_ms: int = Field(default=250, ge=10, le=60_000)
+    batch_rows: int = Field(default=1000, ge=1, le=100_000)
+    # Rows kept in memory while the database is slow or away; past this they go to the
+    # spill file (replayed when the database is back).
+    buffer_rows: int = Field(default=50_000, ge=100, le=10_000_000)
+    # The append-only spill file; unset: usage-spill.jsonl in $DIFY_GATEWAY_DATA_DIR. Past
+    # spill_max_bytes rows are dropped (and counted).
+    spill_path: str | None = None
+    spill_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    # Rows older than this are deleted (in small batches); 0 keeps everything.
+    retention_days: int = Field(default=90, ge=0, le=36_500)
+    # Run the schema migrations at start-up (``dify-gateway migrate`` runs them on demand).
+    migrate_on_start: bool = True
+    # Each database call (a batch insert, a report) gives up after this long.
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
+        text = url.get_secret_value().strip()
+        scheme = text.split(":", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres", "postgresql+psycopg"):
+            raise ValueError("database_url must start with sqlite:/// or postgresql:// (the credentials are not shown)")
+        if scheme == "sqlite" and not text.startswith("sqlite:///"):
+            raise ValueError("a SQLite database_url is sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        return url
+
+
+Period = Literal["day", "month"]
+
+
+def _matches_any(value: str) -> str:
+    if not value.strip():
+        raise ValueError('must not be blank (use "*" for every one)')
+    return value
+
+
+Glob = Annotated[str, AfterValidator(_matches_any)]
+
+
+class BudgetLimit(_Strict):
+    """Spend allowed per tenant in a calendar day or month, in USD and/or tokens (input plus
+    output), optionally counting only one route's or one model's calls."""
+
+    period: Period
+    usd: Decimal | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)
+    route: Glob | None = None  # a route name (or glob); unset: every route
+    model: Glob | None = None  # the Dify model name (or glob); unset: every model
+
+    @model_validator(mode="after")
+    def _has_a_limit(self) -> BudgetLimit:
+        if self.usd is None and self.tokens is None:
+            raise ValueError("a budget needs usd, tokens or both")
+        return self
+
+    @property
+    def name(self) -> str:
+        """How messages, the console and reports call this budget."""
+        scope = "".join(
+            part
+            for part in (
+                f" on route {self.route}" if self.route else "",
+                f" for model {self.model}" if self.model else "",
+            )
+        )
+        return f"{'daily' if self.period == 'day' else 'monthly'} budget{scope}"
+
+
+class BudgetOverride(_Strict):
+    # A tenant id or a glob (fnmatch: *, ?, [...]); the first override that matches a tenant
+    # replaces the default budgets for it (an empty list: no budget).
+    tenant: Glob
+    limits: list[BudgetLimit]
+
+
+class BudgetsConfig(_Strict):
+    """Budgets per tenant (``gateway.limits``); none unless configured."""
+
+    default: list[BudgetLimit] = Field(default_factory=list)  # every tenant no override matches
+    overrides: list[BudgetOverride] = Field(default_factory=list)
+    # Calendar days and months are counted in this time zone (an IANA name).
+    timezone: str = "UTC"
+    # Redis unreachable: "open" admits the request (counted in-process meanwhile), "closed" refuses it.
+    on_redis_error: Literal["open", "closed"] = "open"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{zone!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from None
+        return zone
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.default) or any(o.limits for o in self.overrides)
+
+
+class RateLimit(_Strict):
+    """Per minute, per tenant (and per user of a tenant); unset fields are unlimited."""
+
+    rpm: int | None = Field(default=None, gt=0)  # requests per minute, per tenant
+    tpm: int | None = Field(default=None, gt=0)  # tokens (input plus output) per minute, per tenant
+    user_rpm: int | None = Field(default=None, gt=0)  # requests per minute, per user of a tenant
+    user_tpm: int | None = Field(default=None, gt=0)
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.rpm, self.tpm, self.user_rpm, self.user_tpm))
+
+
+class RateLimitOverride(RateLimit):
+    tenant: Glob  # the first override that matches replaces the default for the tenant
+
+
+class RateLimitsConfig(_Strict):
+    """Rate limits per tenant (``gateway.limits``); none unless configured. Distinct from a
+    target's ``rpm``/``tpm``, which spread load over targets."""
+
+    default: RateLimit = Field(default_factory=RateLimit)
+    overrides: list[RateLimitOverride] = Field(default_factory=list)
+    on_redis_error: Literal["open", "closed"] = "open"
+
+    @property
+    def enabled(self) -> bool:
+        return self.default.any or any(o.any for o in self.overrides)
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     dify: DifyConfig = Field(default_factory=DifyConfig)
@@ -417,6 +567,9 @@ class GatewayConfig(_Strict):
     serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     limits: RequestLimits = Field(default_factory=RequestLimits)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     # How many pieces of a long text are summarised at once.
     summary_concurrency: int = Field(default=4, ge=1, le=64)
     # Where this configuration came from, for messages ("<embedded defaults>" without a file).
