@@ -33,7 +33,7 @@ ReloadResult = Literal["applied", "unchanged", "invalid"]
 # in-flight cap, logging set-up) are read once at start-up.
 LIVE_SERVER_SETTINGS = frozenset({"request_log", "max_body_bytes", "preload_local_models"})
 # Whole sections read once at start-up.
-RESTART_SECTIONS = ("cache", "tracing", "console")
+RESTART_SECTIONS = ("cache", "tracing", "console", "ledger", "budgets", "rate_limits")
 
 
 @dataclass(frozen=True, slots=True)

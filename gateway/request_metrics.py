@@ -27,6 +27,8 @@ OUTCOMES = (
     "client_error",
     "no_route",
     "overloaded",
+    "budget_exceeded",
+    "rate_limited",
     "cancelled",
     "client_gone",
     "client_timeout",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # routing imports the configuration, which imports this (through http)
@@ -29,6 +30,17 @@ class Trace:
     stream_error: bool = False  # a stream ended with an error frame
     outcome: str | None = None  # set where it is known (see request_metrics.OUTCOMES)
     traceparent: str | None = None  # the caller's W3C traceparent, passed on upstream
+    # For the usage ledger and the budgets: who asked (the daemon's identity fields, set once
+    # the body is parsed; None before) and what the reply cost.
+    tenant_id: str | None = None
+    user_id: str = ""
+    provider: str = ""
+    model: str = ""
+    price_usd: Decimal = Decimal(0)  # the price the reply's usage carried
+    cached_tokens: int = 0  # input tokens served from the embedding cache
+    characters: int = 0  # TTS input characters
+    audio_seconds: float = 0.0  # speech-to-text audio length, where the container says it
+    retry_after_s: float | None = None  # a refusal's Retry-After (rate limits, budgets)
 
     def summary(self, outcome: str, status: int, duration_s: float, *, ms_digits: int = 3) -> dict[str, Any]:
         """The request in a few fields (the request log line and the console's recent errors start with these)."""

@@ -25,6 +25,11 @@ for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pro
     os.environ[_name] = _CLOSED
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+# Gateways started by tests keep their default SQLite ledger out of the checkout.
+if "DIFY_GATEWAY_DATA_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["DIFY_GATEWAY_DATA_DIR"] = tempfile.mkdtemp(prefix="dify-gateway-test-data-")
 
 
 def _is_loopback(host: Any) -> bool:

@@ -92,10 +92,13 @@ class EmbeddingService:
 
         # One attempt embeds every input with one target: vectors of different models
         # (a fallback's) must never be mixed in one reply, nor taken from the cache.
+        fetched: set[int] = set()  # the inputs sent upstream (the others came from the cache)
+
         async def attempt(target: Target, timeout_s: float) -> tuple[list[Any], int]:
             where = context.describe(target)
 
             async def fetch(items: list[MediaInput]) -> tuple[list[EmbeddingVector], int]:
+                fetched.update(id(item) for item in items)
                 vectors, tokens = await self._embed_all(target, items, request.input_type, context, timeout_s, where)
                 tokens = estimate_input_tokens(items) if tokens is None else tokens
                 self._resilience.health.used_tokens(target, tokens)
@@ -111,6 +114,9 @@ class EmbeddingService:
         trace = current_trace.get()
         if trace is not None:
             trace.tokens_in = tokens
+            trace.price_usd = Decimal(usage["total_price"])
+            if self._cache is not None:
+                trace.cached_tokens = estimate_input_tokens([i for i in inputs if id(i) not in fetched])
         return {"model": request.model, "embeddings": embeddings, "usage": usage}
 
     async def _embed_all(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from decimal import Decimal
 
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, UpstreamContext
 from gateway.adapters.registry import Backends
@@ -126,6 +127,8 @@ class LLMService:
         if trace is not None:
             trace.tokens_in, trace.tokens_out = usage.prompt_tokens, usage.completion_tokens
         usage_dict = llm_usage(usage, target_prices(target, self._model_map), time.monotonic() - started)
+        if trace is not None:
+            trace.price_usd = Decimal(usage_dict["total_price"])
 
         if request.stream:
             yield builder.chunk("", tool_calls, usage_dict, finish_reason or "stop")

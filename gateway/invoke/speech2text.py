@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from gateway.adapters.base import TranscriptionCall
-from gateway.audio import MP3, sniff_audio
+from gateway.audio import MP3, audio_seconds, sniff_audio
 from gateway.errors import BadRequest
 from gateway.invoke.common import RoutedService, call_upstream, resolve, upstream_context
 from gateway.protocol.requests import Speech2TextInvokeRequest
 from gateway.protocol.results import TextResultDict
 from gateway.routing import Target
+from gateway.trace import current_trace
 
 
 def decode_hex_audio(text: str) -> bytes:
@@ -31,6 +32,9 @@ class Speech2TextService(RoutedService):
         context = upstream_context(resolution, request.provider, request.model)
         # Unrecognised containers go out named .mp3, as Dify names every upload.
         container = sniff_audio(audio) or MP3
+        trace = current_trace.get()
+        if trace is not None:
+            trace.audio_seconds = audio_seconds(audio) or 0.0
 
         async def attempt(target: Target, timeout_s: float) -> str:
             call = TranscriptionCall(target, context, audio, container, timeout_s)

@@ -22,6 +22,7 @@ from gateway.protocol.requests import TTSInvokeRequest
 from gateway.protocol.results import TTSChunkDict
 from gateway.resilience.plan import AttemptPlan, stream_attempts
 from gateway.routing import Target
+from gateway.trace import current_trace
 
 # Audio bytes per frame: large enough to keep the frame count low (the daemon's queue is
 # bounded), small enough that a player can start early.
@@ -48,6 +49,9 @@ class TTSService(RoutedService):
         """
         resolution = resolve(self._routes, "tts", request.provider, request.model, request.tenant_id)
         self._limits.check(resolution, "tts_chars", len(request.content_text), "content_text")
+        trace = current_trace.get()
+        if trace is not None:
+            trace.characters = len(request.content_text)
         context = upstream_context(resolution, request.provider, request.model)
         deadline = time.monotonic() + resolution.route.timeouts.total_s
         plan = self._resilience.plan(resolution, deadline, context.describe)
