@@ -135,7 +135,7 @@ def test_serve_console_flag_turns_it_on_and_logs_where(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
+    env = {k: v for k, v in os.environ.items() if (not k.startswith("DIFY_") or k == "DIFY_GATEWAY_DATA_DIR")}
     env.update({"DIFY_INNER_API_KEY": TEST_KEY, "NO_PROXY": "127.0.0.1,localhost"})
     args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--console"]
     process = subprocess.Popen(

@@ -100,7 +100,7 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Self:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
+        env = {k: v for k, v in os.environ.items() if (not k.startswith("DIFY_") or k == "DIFY_GATEWAY_DATA_DIR")}
         env.update({"DIFY_INNER_API_KEY": self._key, "NO_PROXY": "127.0.0.1,localhost", **self._env})
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(self._config_path)]
         with self._log_path.open("wb") as log:
