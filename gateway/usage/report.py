@@ -92,7 +92,7 @@ class ReportLine:
             cached_tokens=self.cached_tokens,
             characters=self.characters,
             audio_seconds=self.audio_seconds,
-            price_usd=str(self.price_usd),
+            price_usd=money_text(self.price_usd),
         )
         return body
 
@@ -374,6 +374,11 @@ def daily_series(engine: Engine, *, since: datetime, tenant_id: str | None = Non
 # --- rows into lines --------------------------------------------------------------------
 
 
+def money_text(value: Decimal) -> str:
+    """Money as exact fixed-point text (never an exponent: ``0.000000000000``, not ``0E-12``)."""
+    return format(value, "f")
+
+
 def _money(value: object) -> Decimal:
     if value is None:
         return Decimal(0).quantize(MONEY_QUANTUM)
@@ -422,6 +427,7 @@ __all__ = [
     "ReportError",
     "ReportLine",
     "daily_series",
+    "money_text",
     "parse_instant",
     "parse_since",
     "top",
