@@ -316,10 +316,10 @@ def run_local(args: argparse.Namespace, bench: Bench, names: list[str], work: Pa
     try:
         for name in names:
             server: procs.Server | None = None
-            if name == "gateway":
-                log("starting the gateway ...")
+            if name in systems.GATEWAYS:
+                log(f"starting the {name} ...")
                 server, system = systems.start_gateway(
-                    url, "bench-inner-key", args.gateway_workers, work, args.gateway_src, plan.server_cpus
+                    url, "bench-inner-key", args.gateway_workers, work, args.gateway_src, plan.server_cpus, name
                 )
             elif name == "litellm-proxy":
                 assert litellm is not None
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     names = ["target"] if target else [n for n in args.systems.split(",") if n]
     if args.skip_proxy and "litellm-proxy" in names:
         names.remove("litellm-proxy")
-    unknown = set(names) - {*LOCAL_SYSTEMS, "target"}
+    unknown = set(names) - {*LOCAL_SYSTEMS, *systems.GATEWAYS, "target"}
     if unknown:
         print(f"unknown system(s): {', '.join(sorted(unknown))}; choose from {', '.join(LOCAL_SYSTEMS)}")
         return 2

@@ -22,7 +22,7 @@ PROXY_KEY = "sk-bench-proxy"
 
 @dataclass
 class System:
-    name: str  # gateway | litellm-proxy | direct | target
+    name: str  # one of GATEWAYS | litellm-proxy | direct | target
     kind: str  # dify | openai
     url: str
     headers: dict[str, str]
@@ -69,13 +69,49 @@ def _gateway_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
 
 
+# The gateway as the benchmark runs it: its governance (ledger, budgets, rate limits) by system name.
+GATEWAYS = ("gateway", "gateway-off", "gateway-governed", "gateway-governed-pg")
+
+
+def governance(name: str, work: Path) -> dict[str, object]:
+    """The configuration blocks of each gateway variant:
+
+    - ``gateway``: as shipped (the SQLite ledger on, no budgets or limits);
+    - ``gateway-off``: no ledger (the baseline the governance costs are measured against);
+    - ``gateway-governed``: SQLite ledger, budgets and rate limits counted in Redis
+      (``$REDIS_URL``, else 127.0.0.1:6379), limits high enough that nothing is refused;
+    - ``gateway-governed-pg``: the same with the ledger in PostgreSQL (``$DATABASE_URL``, else the
+      local server's ``test`` database)."""
+    sqlite = {"database_url": f"sqlite:///{work / f'usage-{name}.db'}"}
+    if name == "gateway":
+        return {"ledger": sqlite}
+    if name == "gateway-off":
+        return {"ledger": {"enabled": False}}
+    limits = {
+        "cache": {"redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "key_prefix": "dgw-bench:"},
+        "budgets": {"default": [{"period": "day", "usd": 1_000_000}, {"period": "month", "tokens": 10**15}]},
+        "rate_limits": {"default": {"rpm": 10**8, "tpm": 10**12, "user_rpm": 10**8}},
+    }
+    if name == "gateway-governed":
+        return {"ledger": sqlite, **limits}
+    postgres = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    return {"ledger": {"database_url": postgres}, **limits}
+
+
 def start_gateway(
-    upstream: str, key: str, workers: int, work: Path, src: Path | None, cpus: str | None = None
+    upstream: str,
+    key: str,
+    workers: int,
+    work: Path,
+    src: Path | None,
+    cpus: str | None = None,
+    name: str = "gateway",
 ) -> tuple[Server, System]:
     """``src``: a directory holding another ``gateway/`` package to run instead of the installed one
-    (e.g. ``git archive HEAD gateway | tar -x -C DIR``), with the same virtualenv."""
+    (e.g. ``git archive HEAD gateway | tar -x -C DIR``), with the same virtualenv. ``name``: one of
+    ``GATEWAYS`` (see ``governance``)."""
     target = {"api_base": f"{upstream}/v1", "api_key": UPSTREAM_KEY}
-    config = {
+    config: dict[str, object] = {
         "dify": {"inner_api_key": "os.environ/DIFY_INNER_API_KEY"},
         "routes": [
             {"match": {"type": "llm", "provider": "openai"}, "targets": [{"model": "openai/{model}", **target}]},
@@ -88,6 +124,7 @@ def start_gateway(
                 "targets": [{"model": "cohere/{model}", "api_base": upstream, "api_key": UPSTREAM_KEY}],
             },
         ],
+        **governance(name, work),
     }
     import yaml  # only local runs write configuration files
 
@@ -99,10 +136,10 @@ def start_gateway(
     env = _env(DIFY_INNER_API_KEY=key)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src.resolve()), env.get("PYTHONPATH")]))
-    server = Server("gateway", pinned(command, cpus), env, work / "logs" / "gateway.log", ROOT)
+    server = Server(name, pinned(command, cpus), env, work / "logs" / f"{name}.log", ROOT)
     url = f"http://127.0.0.1:{port}"
     ready = server.wait_http(url + "/readyz", 60)
-    system = System("gateway", "dify", url, {"X-Inner-Api-Key": key, "Content-Type": "application/json"}, server.pid)
+    system = System(name, "dify", url, {"X-Inner-Api-Key": key, "Content-Type": "application/json"}, server.pid)
     system.notes["ready_s"] = round(ready, 2)
     system.notes["source"] = str(src or ROOT)
     system.notes["revision"] = revision(src or ROOT)
