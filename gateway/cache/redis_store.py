@@ -117,6 +117,24 @@ class RedisStore:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    @property
+    def is_cluster(self) -> bool:
+        """Whether keys may live on several nodes (a script's keys must then share one slot)."""
+        return isinstance(self.client, RedisCluster)
+
+    def script(self, source: str) -> Callable[[list[str], list[str | int | float]], Awaitable[Any | None]]:
+        """A Lua script to run under the store's time budget and breaker: the returned
+        coroutine function takes keys (key_prefix is added) and arguments, and gives the
+        script's reply, or None if Redis failed, timed out or the breaker is open. The script
+        is sent by EVALSHA (loaded on first use: redis-py retries NOSCRIPT with SCRIPT LOAD)."""
+        compiled = self.client.register_script(source)
+
+        async def run(keys: list[str], args: list[str | int | float]) -> Any | None:
+            names = [self.key_prefix + key for key in keys]
+            return await self._run(lambda: compiled(keys=names, args=args))
+
+        return run
+
     def tiers(self) -> list[tuple[str, StoreStats]]:
         return [(self.name, self.stats)]
 
