@@ -41,12 +41,20 @@ LABEL org.opencontainers.image.title="dify-gateway" \
       org.opencontainers.image.licenses="Apache-2.0" \
       dify-gateway.local-models="${WITH_LOCAL_MODELS}"
 # A fixed, unprivileged uid/gid: Kubernetes' runAsNonRoot can only check a numeric user.
+# /var/lib/dify-gateway is the data directory (the default SQLite usage ledger and its spill
+# files), owned by that user: a Docker named volume mounted there starts as a copy of it, so
+# it is writable without a chown.
 RUN groupadd --system --gid 10001 gateway \
     && useradd --system --uid 10001 --gid gateway --no-log-init --no-create-home \
-       --home-dir /tmp --shell /usr/sbin/nologin gateway
+       --home-dir /tmp --shell /usr/sbin/nologin gateway \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/dify-gateway
 COPY --from=build /opt/venv /opt/venv
 # - LITELLM_LOCAL_MODEL_COST_MAP: use litellm's bundled price map instead of fetching it at start-up.
-# - HOME=/tmp: the root filesystem may be mounted read-only; /tmp is the one writable place.
+# - HOME=/tmp: the root filesystem may be mounted read-only; /tmp and the data directory are
+#   the writable places.
+# - DIFY_GATEWAY_DATA_DIR: the usage ledger's SQLite file (usage.db) and spill files go there
+#   unless ledger.database_url / ledger.spill_path say otherwise. Without a writable volume on a
+#   read-only root the ledger turns itself off with one warning line; the gateway still serves.
 # - DIFY_GATEWAY_CONFIG is unset on purpose: without it the embedded defaults are used;
 #   mount a file and point the variable at it (the Helm chart uses /etc/dify-gateway/gateway.yaml).
 # - DIFY_INNER_API_KEY has no default: the gateway refuses to start without it.
@@ -57,7 +65,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     DIFY_GATEWAY_HOST=0.0.0.0 \
     DIFY_GATEWAY_PORT=8080 \
-    DIFY_GATEWAY_WORKERS=1
+    DIFY_GATEWAY_WORKERS=1 \
+    DIFY_GATEWAY_DATA_DIR=/var/lib/dify-gateway
+# A volume, so the ledger outlives the container and a read-only root filesystem still has a
+# writable data directory (Compose: a named volume; Kubernetes: an emptyDir or a PVC).
+VOLUME ["/var/lib/dify-gateway"]
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8080

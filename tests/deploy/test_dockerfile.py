@@ -38,3 +38,12 @@ def test_signals_and_health() -> None:
     assert directive("ENTRYPOINT") == '["dify-gateway"]'
     assert directive("CMD") == '["serve"]'
     assert "LITELLM_LOCAL_MODEL_COST_MAP=True" in directive("ENV")
+
+
+def test_data_directory_is_a_volume_the_runtime_user_owns() -> None:
+    # The default SQLite ledger lives there: writable on a read-only root once a volume is mounted.
+    data_dir = re.search(r"DIFY_GATEWAY_DATA_DIR=(\S+)", directive("ENV"))
+    assert data_dir, "the final stage sets no DIFY_GATEWAY_DATA_DIR"
+    assert directive("VOLUME") == f'["{data_dir[1]}"]'
+    user = directive("USER").split(":")[0]
+    assert re.search(rf"install -d -o {user} -g {user} -m 07[0-7]0 {re.escape(data_dir[1])}", directive("RUN"))
