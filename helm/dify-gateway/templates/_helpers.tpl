@@ -102,6 +102,32 @@ cannot start without the key, and only the operator knows the plugin daemon's va
 {{- end }}
 {{- end }}
 
+{{/* The data directory (the image's DIFY_GATEWAY_DATA_DIR): the SQLite ledger and spill files. */}}
+{{- define "dify-gateway.dataDir" -}}
+/var/lib/dify-gateway
+{{- end }}
+
+{{/* "true" when the ledger writes to a PostgreSQL URL the chart passes as DATABASE_URL. */}}
+{{- define "dify-gateway.ledgerHasUrl" -}}
+{{- if and .Values.ledger.enabled (or .Values.ledger.databaseUrl .Values.ledger.databaseUrlSecret.name) }}true{{ end }}
+{{- end }}
+
+{{/* The data directory's volume claim, when persistence is on ("" for an emptyDir). */}}
+{{- define "dify-gateway.dataClaim" -}}
+{{- if .Values.ledger.persistence.enabled }}
+{{- default (printf "%s-data" (include "dify-gateway.fullname" .) | trunc 63 | trimSuffix "-") .Values.ledger.persistence.existingClaim }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the data volume can be attached to one node (or pod) only: a rolling update
+would start the new pod before the old one lets go of it. */}}
+{{- define "dify-gateway.dataSingleAttach" -}}
+{{- if and .Values.ledger.enabled (include "dify-gateway.dataClaim" .) }}
+{{- $modes := .Values.ledger.persistence.accessModes }}
+{{- if or (has "ReadWriteOnce" $modes) (has "ReadWriteOncePod" $modes) }}true{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* The gateway's configuration file, from .Values.config plus what the chart manages. */}}
 {{- define "dify-gateway.config" -}}
 {{- $config := deepCopy (default dict .Values.config) }}
@@ -114,6 +140,21 @@ cannot start without the key, and only the operator knows the plugin daemon's va
 {{- $cache := default dict $config.cache }}
 {{- $_ := set $cache "redis_url" "os.environ/REDIS_URL" }}
 {{- $_ := set $config "cache" $cache }}
+{{- end }}
+{{- /* the ledger: on/off and the database URL come from .Values.ledger (the URL from a Secret) */}}
+{{- range $key := list "enabled" "database_url" }}
+{{- if hasKey (default dict $config.ledger) $key }}
+{{- fail (printf "config.ledger.%s is set by the chart: use ledger.%s instead" $key (ternary "enabled" "databaseUrl or ledger.databaseUrlSecret (the URL is passed from a Secret)" (eq $key "enabled"))) }}
+{{- end }}
+{{- end }}
+{{- if not .Values.ledger.enabled }}
+{{- $ledger := default dict $config.ledger }}
+{{- $_ := set $ledger "enabled" false }}
+{{- $_ := set $config "ledger" $ledger }}
+{{- else if include "dify-gateway.ledgerHasUrl" . }}
+{{- $ledger := default dict $config.ledger }}
+{{- $_ := set $ledger "database_url" "os.environ/DATABASE_URL" }}
+{{- $_ := set $config "ledger" $ledger }}
 {{- end }}
 {{- if eq .Values.configReload "live" }}
 {{- $server := default dict $config.server }}
