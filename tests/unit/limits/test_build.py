@@ -21,9 +21,10 @@ async def test_in_process_without_redis_and_redis_with_it(redis_url: str) -> Non
     assert memory is not None and isinstance(memory._primary, MemoryCounters)
     assert memory.state().redis == "none"
     await memory.aclose()
+    prefix = unique_prefix()
     raw = {
         "budgets": {"default": [{"period": "day", "usd": 1}]},
-        "cache": {"redis_url": redis_url, "key_prefix": "dgw-test-b:"},
+        "cache": {"redis_url": redis_url, "key_prefix": prefix},
     }
     shared = build_governor(parse_config(raw, "test", env={}))
     assert shared is not None and isinstance(shared._primary, RedisCounters)
