@@ -85,9 +85,11 @@
 
   class Refused extends Error {}
 
+  // ``path`` under ./api/, or ``../admin/...`` for the management API (the same key).
   async function api(path, options = {}) {
     const headers = { "X-Admin-Key": key(), ...(options.headers || {}) };
-    const response = await fetch(`api/${path}`, { ...options, headers, cache: "no-store" });
+    const url = path.startsWith("../") ? path : `api/${path}`;
+    const response = await fetch(url, { ...options, headers, cache: "no-store" });
     if (response.status === 401) {
       signOut("The key was refused. Check it and try again.");
       throw new Refused();
@@ -104,6 +106,8 @@
     sessionStorage.removeItem(KEY_NAME);
     clearInterval(timer);
     timer = null;
+    clearInterval(usageTimer);
+    usageTimer = null;
     $("app").hidden = true;
     $("signout").hidden = true;
     $("signin").hidden = false;
@@ -259,6 +263,163 @@
       el("td", { class: "message", text: e.message })));
     $("errors").tBodies[0].replaceChildren(...(rows.length ? rows
       : [el("tr", {}, el("td", { colspan: 5, class: "empty", text: "No errors." }))]));
+  }
+
+  // --- usage: reports and budgets from the management API (../admin/) -----------------
+
+  const SVG = "http://www.w3.org/2000/svg";
+  const USAGE_REFRESH_MS = 30000;
+  let usageTimer = null;
+  let usageRenders = 0;
+  const count = (n) => Number(n).toLocaleString("en-US");
+
+  // Dollars as the usage command prints them: cents from $1, up to four places from a cent,
+  // else two significant digits. The exact amount is the cell's title.
+  function usd(text) {
+    const value = Number(text);
+    const size = Math.abs(value);
+    if (value === 0) return "0.00";
+    if (size >= 1) return value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    if (size >= 0.01) {
+      const shown = value.toFixed(4).replace(/0+$/, "");
+      return shown + "0".repeat(Math.max(0, 2 - shown.split(".")[1].length));
+    }
+    return value.toFixed(Math.min(12, 1 - Math.floor(Math.log10(size))));
+  }
+
+  const svg = (tag, attrs, ...children) => {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    for (const child of children) node.append(child);
+    return node;
+  };
+
+  async function adminJson(path) {
+    const response = await api(`../admin/${path}`);
+    const body = await response.json().catch(() => ({}));
+    return { status: response.status, ok: response.ok, body };
+  }
+
+  async function refreshUsage() {
+    const since = $("usage-since").value;
+    const days = since.replace("d", "");
+    try {
+      const [tenants, models, daily, budgets] = await Promise.all([
+        adminJson(`usage?since=${since}&by=tenant&limit=10`), adminJson(`usage?since=${since}&by=model&limit=10`),
+        adminJson(`usage/daily?since=${since}`), adminJson("budgets")]);
+      $("usage-error").textContent = "";
+      renderBudgets(budgets);
+      const failed = [tenants, models, daily].find((r) => !r.ok);
+      if (failed) {
+        const why = failed.status === 404 ? "This gateway does not serve the management API (/admin)."
+          : failed.body.error || `HTTP ${failed.status}`;
+        usageMessage(failed.status === 503 ? `No usage to show: ${why}` : why);
+      } else if (!tenants.body.total.requests) {
+        usageMessage(`No usage recorded in the last ${days} days yet: the ledger fills as the gateway answers calls.`);
+      } else {
+        $("usage-message").hidden = true;
+        $("usage-body").hidden = false;
+        renderUsageSummary(tenants.body.total);
+        renderChart(daily.body.days);
+        renderTenants(tenants.body.lines);
+        renderModels(models.body.lines);
+      }
+      usageRenders += 1;
+      document.documentElement.dataset.usageRendered = String(usageRenders);
+    } catch (error) {
+      if (!(error instanceof Refused)) $("usage-error").textContent = `Cannot load the usage: ${error.message}`;
+    }
+  }
+
+  function usageMessage(text) {
+    $("usage-body").hidden = true;
+    $("usage-message").hidden = false;
+    $("usage-message").textContent = text;
+  }
+
+  function renderUsageSummary(t) {
+    const cost = stat("Spend (USD)", usd(t.price_usd), `exactly ${t.price_usd}`);
+    cost.id = "usage-spend";
+    $("usage-summary").replaceChildren(cost,
+      stat("Requests", count(t.requests), `${count(t.failed)} failed`),
+      stat("Tokens", count(t.tokens_in + t.tokens_out), `${count(t.tokens_in)} in · ${count(t.tokens_out)} out`),
+      stat("Cached tokens", count(t.cached_tokens), "served from the embedding cache"));
+  }
+
+  function renderChart(days) {
+    const width = 720;
+    const height = 220;
+    const pad = { left: 8, right: 8, top: 16, bottom: 22 };
+    const plotW = width - pad.left - pad.right;
+    const plotH = height - pad.top - pad.bottom;
+    const step = plotW / Math.max(1, days.length);
+    const maxSpend = Math.max(...days.map((d) => Number(d.price_usd)), 0);
+    const maxTokens = Math.max(...days.map((d) => d.tokens_in + d.tokens_out), 0);
+    const chart = svg("svg", { id: "usage-chart", viewBox: `0 0 ${width} ${height}`, role: "img",
+      "aria-label": "spend and tokens per day", preserveAspectRatio: "none" });
+    chart.append(svg("line", { class: "axis", x1: pad.left, x2: width - pad.right, y1: pad.top + plotH, y2: pad.top + plotH }));
+    const points = [];
+    days.forEach((d, i) => {
+      const spend = Number(d.price_usd);
+      const tokens = d.tokens_in + d.tokens_out;
+      const x = pad.left + i * step;
+      const h = maxSpend > 0 ? (spend / maxSpend) * plotH : 0;
+      const bar = svg("rect", { class: "spend", x: x + step * 0.15, width: Math.max(1, step * 0.7),
+        y: pad.top + plotH - h, height: h, "data-day": d.day, "data-usd": d.price_usd });
+      bar.append(svg("title", {}, `${d.day}: ${usd(d.price_usd)} USD · ${count(tokens)} tokens · ${count(d.requests)} requests`));
+      chart.append(bar);
+      const y = maxTokens > 0 ? pad.top + plotH - (tokens / maxTokens) * plotH : pad.top + plotH;
+      points.push(`${(x + step / 2).toFixed(1)},${y.toFixed(1)}`);
+    });
+    if (points.length) chart.append(svg("polyline", { class: "tokens", points: points.join(" ") }));
+    const label = (i, anchor) => chart.append(svg("text", { x: pad.left + i * step + step / 2, y: height - 6,
+      "text-anchor": anchor }, days[i].day.slice(5)));
+    if (days.length) { label(0, "start"); label(days.length - 1, "end"); }
+    chart.append(svg("text", { x: pad.left, y: 11 }, `max ${usd(String(maxSpend))} USD · ${count(maxTokens)} tokens a day`));
+    $("usage-chart-wrap").replaceChildren(chart);
+  }
+
+  function usageCells(line) {
+    return [el("td", { class: "num", text: count(line.requests) }), el("td", { class: "num", text: count(line.failed) }),
+      el("td", { class: "num", text: count(line.tokens_in + line.tokens_out) }),
+      el("td", { class: "num cost", text: usd(line.price_usd), title: line.price_usd })];
+  }
+
+  function renderTenants(lines) {
+    $("usage-tenants").tBodies[0].replaceChildren(...lines.map((line) => el("tr", {},
+      el("td", { class: "ident", text: line.tenant_id, title: line.tenant_id }), ...usageCells(line))));
+  }
+
+  function renderModels(lines) {
+    $("usage-models").tBodies[0].replaceChildren(...lines.map((line) => el("tr", {},
+      el("td", { class: "ident", title: `${line.provider} / ${line.model}` }, el("strong", { text: line.model }),
+        el("span", { class: "muted", text: ` ${line.provider}` })), ...usageCells(line))));
+  }
+
+  function renderBudgets(reply) {
+    const body = $("usage-budgets").tBodies[0];
+    const note = (text) => body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "empty", text })));
+    if (!reply.ok) return note(`Cannot read the budgets: ${reply.body.error || `HTTP ${reply.status}`}`);
+    if (!reply.body.enabled) return note("No budgets are configured (budgets: in the configuration file).");
+    if (!reply.body.budgets.length) return note("No budgeted tenant has called yet.");
+    const amount = (usdText, tokens) => [usdText !== null && usdText !== undefined ? `${usd(usdText)} USD` : null,
+      tokens !== null && tokens !== undefined ? `${count(tokens)} tokens` : null].filter(Boolean).join(" · ") || "—";
+    body.replaceChildren(...reply.body.budgets.map((b) => el("tr", {},
+      el("td", { class: "ident", text: b.tenant_id || "—", title: b.tenant_id || "" }),
+      el("td", {}, b.name, el("span", { class: "muted", text: ` (${b.period}${b.route ? ` · route ${b.route}` : ""}` +
+        `${b.model ? ` · model ${b.model}` : ""})` })),
+      el("td", { class: "num", text: amount(b.limit_usd !== null ? b.spent_usd : null, b.limit_tokens !== null ? b.spent_tokens : null) }),
+      el("td", { class: "num", text: amount(b.limit_usd, b.limit_tokens) }),
+      el("td", { class: "nowrap", text: b.resets_at ? new Date(b.resets_at).toLocaleString() : "—" }),
+      el("td", {}, el("span", { class: `badge ${b.over ? "bad" : "ok"}`, text: b.over ? "over budget" : "within" })))));
+  }
+
+  function showUsage(open) {
+    clearInterval(usageTimer);
+    usageTimer = null;
+    if (!open) return;
+    refreshUsage();
+    usageTimer = setInterval(() => { if (!document.hidden && key()) refreshUsage(); }, USAGE_REFRESH_MS);
   }
 
   // --- try it -------------------------------------------------------------------------
@@ -537,6 +698,7 @@
       tab.setAttribute("aria-selected", String(active));
       $(`tab-${tab.dataset.tab}`).hidden = !active;
     }
+    showUsage(name === "usage");
   }
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -549,6 +711,7 @@
       signIn();
     });
     $("signout").addEventListener("click", () => signOut(""));
+    $("usage-since").addEventListener("change", refreshUsage);
     setupTry();
     if (key()) signIn();
     else signOut("");
