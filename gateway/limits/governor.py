@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -56,12 +56,12 @@ log = logging.getLogger("dify_gateway")
 SpendHistory = Callable[[str, datetime, str | None, str | None], Awaitable[tuple[Decimal, int]]]
 
 HISTORY_TIMEOUT_S = 0.5
-# A window's counters outlive its end by this much (a settle queued at 23:59:59 still lands).
-KEY_MARGIN = timedelta(hours=1)
 MAX_PENDING_SETTLES = 100_000
 MAX_TENANTS_SEEN = 10_000
 MAX_HISTORY_CACHED = 50_000
 CLOSE_FLUSH_S = 2.0
+# Settles are charged at most this often (the spend a budget check sees lags by as much).
+SETTLE_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +107,6 @@ class _Settle:
     at: float
 
 
-def _expire_ms(window: Window) -> int:
-    return int((window.end + KEY_MARGIN).timestamp() * 1000)
-
-
 class Governor:
     def __init__(
         self,
@@ -123,6 +119,7 @@ class Governor:
         namespace: str = "limits:",
         history_timeout_s: float = HISTORY_TIMEOUT_S,
         max_pending_settles: int = MAX_PENDING_SETTLES,
+        settle_interval_s: float = SETTLE_INTERVAL_S,
     ) -> None:
         self._rules = Rules(budgets, rate_limits, namespace)
         self._primary = counters
@@ -136,6 +133,7 @@ class Governor:
         self._redis_ok = True
         self._pending: list[_Settle] = []
         self._max_pending = max_pending_settles
+        self._settle_interval_s = settle_interval_s
         self._wake = asyncio.Event()
         self._charging = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -359,7 +357,7 @@ class Governor:
             if len(self._history_cache) >= MAX_HISTORY_CACHED:
                 del self._history_cache[next(iter(self._history_cache))]
             self._history_cache[key] = cached
-        return Seed(key, cached[0], cached[1], _expire_ms(window))
+        return Seed(key, cached[0], cached[1], window.expire_at_ms)
 
     async def _ask_history(self, tenant_id: str, start: datetime, budget: Budget) -> tuple[int, int]:
         assert self._history is not None
@@ -411,6 +409,8 @@ class Governor:
     async def _charge_forever(self) -> None:
         while True:
             await self._wake.wait()
+            # Let settles gather: one script call per interval, not one per request.
+            await asyncio.sleep(self._settle_interval_s)
             self._wake.clear()
             async with self._charging:
                 await self._charge_pending()
@@ -437,7 +437,7 @@ class Governor:
                 windows = self._windows.at(item.at)
                 checks = plan.budget_checks(windows["day"].tag, windows["month"].tag)
                 for budget, check in zip(plan.budgets, checks, strict=True):
-                    entry = spend.setdefault(check.key, [0, 0, _expire_ms(windows[budget.period])])
+                    entry = spend.setdefault(check.key, [0, 0, windows[budget.period].expire_at_ms])
                     entry[0] += item.nano
                     entry[1] += item.tokens
             if item.tokens:

@@ -17,6 +17,7 @@ from gateway.limits.keys import TenantKeys, budget_scope
 MINUTE_MS = 60_000.0
 NANO = Decimal(10) ** 9
 MAX_PLANS = 10_000
+MAX_USERS_PER_PLAN = 1_000
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -49,18 +50,15 @@ class Rate:
 
     kind: str  # rpm, tpm, user_rpm, user_tpm
     per_minute: int
+    interval_ms: float = field(init=False)
+    per_user: bool = field(init=False)
+    tokens: bool = field(init=False)
 
-    @property
-    def interval_ms(self) -> float:
-        return MINUTE_MS / self.per_minute
-
-    @property
-    def per_user(self) -> bool:
-        return self.kind.startswith("user_")
-
-    @property
-    def tokens(self) -> bool:
-        return self.kind.endswith("tpm")
+    def __post_init__(self) -> None:
+        # Plain fields, not properties: read on every admit and settle.
+        object.__setattr__(self, "interval_ms", MINUTE_MS / self.per_minute)
+        object.__setattr__(self, "per_user", self.kind.startswith("user_"))
+        object.__setattr__(self, "tokens", self.kind.endswith("tpm"))
 
 
 @dataclass(slots=True)
@@ -74,6 +72,8 @@ class Plan:
     _tenant_gcra: tuple[GcraCheck | None, ...] = ()
     # Budget checks for the last window tags seen: ((day tag, month tag), checks in budgets' order).
     _budget_checks: tuple[tuple[str, str], list[BudgetCheck]] | None = field(default=None)
+    # The checks per user seen (bounded: cleared when full).
+    _user_gcra: dict[str, list[GcraCheck]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._tenant_gcra = tuple(
@@ -90,12 +90,18 @@ class Plan:
         return not self.rates and not self.budgets
 
     def gcra(self, user_id: str) -> list[GcraCheck]:
+        checks = self._user_gcra.get(user_id)
+        if checks is not None:
+            return checks
         checks = []
         for rate, fixed in zip(self.rates, self._tenant_gcra, strict=True):
             if fixed is None:
                 key = self.keys.user_tokens(user_id) if rate.tokens else self.keys.user_requests(user_id)
                 fixed = GcraCheck(key, rate.interval_ms, 0 if rate.tokens else 1)
             checks.append(fixed)
+        if len(self._user_gcra) >= MAX_USERS_PER_PLAN:
+            self._user_gcra.clear()
+        self._user_gcra[user_id] = checks
         return checks
 
     def budget_checks(self, day_tag: str, month_tag: str) -> list[BudgetCheck]:

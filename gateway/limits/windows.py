@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.config import Period
+
+# A window's counters outlive its end by this much (a settle queued at 23:59:59 still lands).
+KEY_MARGIN_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,10 +18,12 @@ class Window:
     start: datetime  # aware, in the budgets' zone
     end: datetime  # the next window's start: when the budget resets
     tag: str  # part of the counter key: 20261203 or 202612
+    end_ts: float = field(init=False)
+    expire_at_ms: int = field(init=False)  # when its counters may go: the end plus a margin
 
-    @property
-    def end_ts(self) -> float:
-        return self.end.timestamp()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "end_ts", self.end.timestamp())
+        object.__setattr__(self, "expire_at_ms", int((self.end_ts + KEY_MARGIN_S) * 1000))
 
 
 def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
