@@ -63,6 +63,14 @@ def stored(url: str) -> tuple[int, int, int]:
     return int(rows), int(distinct), int(daily)
 
 
+def spill_sizes(directory: Path) -> list[int]:
+    return [path.stat().st_size for path in directory.glob("usage-spill-*.jsonl")]
+
+
+def directory_entries(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
 async def wait_for(predicate: object, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():  # type: ignore[operator]
@@ -108,7 +116,7 @@ async def test_aclose_writes_what_is_queued(database: str, tmp_path: Path) -> No
     state = ledger.state()
     assert (state.written, state.spilled, state.dropped) == (2_500, 0, 0)
     assert stored(database) == (2_500, 2_500, 2_500)
-    assert not list(tmp_path.glob("usage-spill-*"))  # an empty spill file is not left behind
+    assert spill_sizes(tmp_path) == []  # an empty spill file is not left behind
     ledger.add(row(0))  # after close: harmless, counted
     assert ledger.state().dropped == 1
 
@@ -153,7 +161,7 @@ async def test_postgresql_stopped_then_started_loses_no_row(private_postgres: Pr
         assert state.replayed == state.spilled
         assert state.written + state.replayed == added
         assert stored(url) == (added, added, added)
-        assert not [path for path in tmp_path.glob("usage-spill-*") if path.stat().st_size]
+        assert not any(spill_sizes(tmp_path))
 
 
 @pytest.mark.asyncio
@@ -188,14 +196,14 @@ async def test_aclose_with_the_database_away_spills_and_the_next_start_replays(
             first.add(row(i))
         await first.aclose(timeout_s=3)
         assert first.state().spilled == 700 and first.state().dropped == 0
-        assert sum(path.stat().st_size for path in tmp_path.glob("usage-spill-*.jsonl")) > 0
+        assert sum(spill_sizes(tmp_path)) > 0
         await asyncio.to_thread(private_postgres.start)
         second = Ledger(config(url), data_dir=tmp_path)
         await second.start()
         await wait_for(lambda: second.state().replayed == 700, 30)
         await second.aclose()
         assert stored(url) == (700, 700, 700)
-        assert not list(tmp_path.glob("usage-spill-*.jsonl"))
+        assert spill_sizes(tmp_path) == []
 
 
 def _spill_and_die(directory: str, count: int) -> None:
@@ -213,13 +221,13 @@ async def test_a_killed_process_spill_file_is_replayed_by_the_next(database: str
     child.start()
     child.join(60)
     assert child.exitcode == -signal.SIGKILL
-    assert len(list(tmp_path.glob("usage-spill-*.jsonl"))) == 1
+    assert len(spill_sizes(tmp_path)) == 1
     ledger = Ledger(config(database), data_dir=tmp_path)
     await ledger.start()
     await wait_for(lambda: ledger.state().replayed == 120, 30)
     await ledger.aclose()
     assert stored(database) == (120, 120, 120)
-    assert not list(tmp_path.glob("usage-spill-*.jsonl"))
+    assert spill_sizes(tmp_path) == []
 
 
 @pytest.mark.asyncio
@@ -251,7 +259,7 @@ async def test_a_disabled_ledger_is_off_without_a_warning(tmp_path: Path, caplog
         ledger.add(row(0))
         await ledger.aclose()
     assert ledger.state().status == "off"
-    assert not caplog.records and not list(tmp_path.iterdir())
+    assert not caplog.records and not directory_entries(tmp_path)
 
 
 @pytest.mark.asyncio
