@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import Engine, delete
 
 from gateway.usage import schema
+from gateway.usage.database import DatabaseTarget, sqlite_target
 from gateway.usage.report import (
     ReportError,
     daily_series,
@@ -22,9 +23,11 @@ from gateway.usage.report import (
     usage_totals,
 )
 from gateway.usage.row import UsageRow
+from gateway.usage.store import LedgerStore
 from tests.unit.usage.test_report_ledger import (
     HOSTILE_TENANT,
     LONG_TENANT,
+    postgres_database,
     postgres_engine,
     row,
     sqlite_engine,
@@ -270,3 +273,28 @@ def _dispose_property_engine() -> Iterator[None]:
     for engine in _PROPERTY_ENGINES.values():
         engine.dispose()
     _PROPERTY_ENGINES.clear()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_rows_written_by_the_ledger_store_report_exactly(kind: str, tmp_path: Path) -> None:
+    def check(target: DatabaseTarget) -> None:
+        store = LedgerStore(target, timeout_s=10)
+        try:
+            schema.metadata.create_all(store.engine)
+            rows = known_rows()
+            assert store.insert(rows) == len(rows)
+            assert store.insert(rows[:2]) == 0  # a replay counts once
+            lines = {line.tenant_id: line for line in usage_report(store.engine, since=at(1, 12), until=at(4, 12))}
+            assert set(lines) == {"acme", HOSTILE_TENANT, LONG_TENANT}
+            assert (lines["acme"].requests, lines["acme"].price_usd) == (3, Decimal("0.75"))
+            assert lines[LONG_TENANT].tenant_id == LONG_TENANT
+            whole = usage_totals(store.engine, since=at(1), until=at(5))
+            assert (whole.requests, whole.price_usd) == (6, Decimal("3.750000000002"))
+        finally:
+            store.close()
+
+    if kind == "sqlite":
+        check(sqlite_target(tmp_path / "usage.db"))
+    else:
+        with postgres_database() as url:
+            check(DatabaseTarget(sqlalchemy_url=url, kind="postgresql", display="postgresql://test"))
