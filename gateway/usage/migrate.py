@@ -29,6 +29,10 @@ from gateway.usage.engine import LedgerUnwritable, create_ledger_engine, describ
 from gateway.usage.migrations import VERSION_TABLE
 
 log = logging.getLogger("dify_gateway")
+# alembic logs each step at INFO ("Context impl SQLiteImpl.", ...) in every worker at every
+# start; the ledger's own line says what was upgraded. Left alone if configured explicitly.
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 # pg_advisory_lock takes a bigint: a fixed key derived from a name, the same in every process.
