@@ -1,6 +1,7 @@
-"""The console's Usage tab in a real headless Chromium: the chart drawn, the top tenants and
-models equal to ``dify-gateway usage --format json`` over the same ledger, budgets shown,
-hostile tenant ids shown as text, and a clear message when the ledger is off.
+"""The console's Usage tab in a real headless Chromium against ``dify-gateway serve`` in its own
+process (the management API mounted at /admin): the chart drawn, the top tenants and models
+equal to ``dify-gateway usage --format json`` over the same ledger, a budgeted tenant's state,
+hostile tenant ids shown as text, and a clear message when the ledger is off or empty.
 
 Screenshots go to ``test-artifacts/console/usage.png`` and ``usage-off.png``.
 """
@@ -11,48 +12,34 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Dialog, Page
-from sqlalchemy import Engine
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.admin import AdminSource, build_admin_app
-from gateway.app import create_app
-from gateway.config import parse_config
+from gateway.usage.database import sqlite_target
+from gateway.usage.migrate import migrate
 from tests.e2e.test_console import ADMIN, ARTIFACTS, DESKTOP, Watched, browser, signed_in
-from tests.support.server import TEST_KEY, AppServer
+from tests.fakes.upstream import FakeUpstream
+from tests.support.client import llm_request
+from tests.support.server import TEST_KEY, GatewayProcess
 from tests.unit.usage.test_report_ledger import HOSTILE_TENANT, LONG_TENANT, row, sqlite_engine, write_rows
 
 __all__ = ["browser"]  # the console tests' Chromium fixture, shared
 
 SCRIPT_TENANT = "<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>"
-BUDGETS = [
-    {
-        "tenant_id": SCRIPT_TENANT,
-        "name": "monthly budget",
-        "period": "month",
-        "route": None,
-        "model": None,
-        "spent_usd": Decimal("12.5"),
-        "limit_usd": Decimal("10"),
-        "spent_tokens": 1200,
-        "limit_tokens": None,
-        "resets_at": datetime(2027, 1, 1, tzinfo=UTC),
-        "over": True,
-    }
-]
 
 
 def ledger_rows() -> list[Any]:
     now = datetime.now(UTC)
     rows = [
-        row(now - timedelta(hours=2), SCRIPT_TENANT, tokens_in=1200, tokens_out=300, price_usd=Decimal("12.5")),
+        row(now - timedelta(seconds=5), SCRIPT_TENANT, tokens_in=1200, tokens_out=300, price_usd=Decimal("12.5")),
         row(now - timedelta(days=1), "acme", tokens_in=5000, tokens_out=900, price_usd=Decimal("3.141592653589")),
         row(now - timedelta(days=1), "acme", model="gpt-4o", outcome="timeout", price_usd=Decimal("0.000042")),
         row(now - timedelta(days=4), HOSTILE_TENANT, model_type="text-embedding", model="e5", tokens_in=800),
@@ -69,67 +56,70 @@ def ledger_rows() -> list[Any]:
     return rows
 
 
-class WithAdmin:
-    """The gateway's app with the management API beside it at /admin (as the gateway mounts it)."""
-
-    def __init__(self, gateway: ASGIApp, admin: ASGIApp) -> None:
-        self.gateway = gateway
-        self.admin = admin
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/admin" or path.startswith("/admin/")):
-            await self.admin(scope, receive, send)
-        else:
-            await self.gateway(scope, receive, send)
-
-
-def serve(engine: Engine | None, tmp: Path) -> AppServer:
-    config = {
-        "dify": {"inner_api_key": TEST_KEY},
-        "routes": [],
-        "console": {"enabled": True, "admin_key": ADMIN},
-        "server": {"drain_grace_s": 0},
-        "ledger": {"database_url": f"sqlite:///{tmp / 'gateway-own.db'}"},
-    }
-    gateway = create_app(parse_config(config, "<test>", env={}))
-
-    async def budgets() -> list[dict[str, Any]]:
-        return BUDGETS
-
-    source = AdminSource(
-        admin_key=lambda: ADMIN.encode(),
-        key_guard=gateway.key_guard,
-        engine=lambda: engine,
-        ledger_state=lambda: {"queued": 0},
-        budget_state=lambda tenant: budgets(),
-        targets=lambda: {"in_flight": 0, "draining": False, "shared_breakers": False, "targets": []},
-    )
-    return AppServer(WithAdmin(gateway, build_admin_app(source)))
-
-
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Engine]]:
-    path = tmp_path_factory.mktemp("usage-e2e") / "usage.db"
+def prepared_ledger(path: Path) -> None:
+    """A ledger database as the gateway makes it (migrated), holding the known rows."""
+    migrate(sqlite_target(path))
     engine = sqlite_engine(path)
     try:
         write_rows(engine, ledger_rows())
-        yield path, engine
     finally:
         engine.dispose()
 
 
+def gateway_config(ledger: dict[str, Any], upstream: FakeUpstream) -> dict[str, Any]:
+    target = {"model": "openai/{model}", "api_base": upstream.base_url, "api_key": "sk-e2e-upstream", "native": True}
+    return {
+        "routes": [{"name": "fake-llm", "match": {"type": "llm", "provider": "openai"}, "targets": [target]}],
+        "console": {"enabled": True, "admin_key": ADMIN},
+        "server": {"drain_grace_s": 0},
+        "ledger": {"flush_interval_ms": 50, **ledger},
+        # Every tenant may spend 10 USD a month: the script tenant has spent 12.50 already.
+        "budgets": {"default": [{"period": "month", "usd": "10"}]},
+    }
+
+
 @pytest.fixture(scope="module")
-def server(ledger: tuple[Path, Engine], tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    with serve(ledger[1], tmp_path_factory.mktemp("gateway")) as running:
+def ledger_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("usage-e2e") / "usage.db"
+    prepared_ledger(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(
+    ledger_path: Path, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    config = gateway_config({"database_url": f"sqlite:///{ledger_path}"}, upstream)
+    with GatewayProcess(config, tmp_path_factory.mktemp("gateway")) as running:
+        # The budgets show the tenants they have seen since start-up: the script tenant calls
+        # once, and is refused before any upstream call (it is over its budget).
+        refused = httpx.post(
+            f"{running.url}/inner/api/invoke/llm",
+            json=llm_request("gpt-4o-mini", stream=False, tenant_id=SCRIPT_TENANT),
+            headers={"X-Inner-Api-Key": TEST_KEY},
+            timeout=30,
+        )
+        assert refused.status_code != 200 and "budget" in refused.text, refused.text
         yield running
+
+
+def settled_cli_json(path: Path, *args: str) -> dict[str, Any]:
+    """The usage command's JSON once the gateway's writer has flushed what it recorded."""
+    previous = cli_json(path, *args)
+    deadline = time.monotonic() + 20
+    while True:
+        time.sleep(0.5)
+        current = cli_json(path, *args)
+        if current["total"] == previous["total"] or time.monotonic() > deadline:
+            return current
+        previous = current
 
 
 def cli_json(path: Path, *args: str) -> dict[str, Any]:
     config = path.parent / "cli.yaml"
     config.write_text(json.dumps({"ledger": {"database_url": f"sqlite:///{path}"}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
-    command = [sys.executable, "-m", "gateway.usage.report_cli", "--config", str(config), "--format", "json", *args]
+    command = [sys.executable, "-m", "gateway", "usage", "--config", str(config), "--format", "json", *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
     body: dict[str, Any] = json.loads(done.stdout)
     return body
@@ -145,10 +135,10 @@ def open_usage(watched: Watched, url: str) -> Page:
 
 
 def test_the_usage_tab_shows_the_cli_numbers_a_chart_and_budgets(
-    browser: Browser, server: AppServer, ledger: tuple[Path, Engine]
+    browser: Browser, server: GatewayProcess, ledger_path: Path
 ) -> None:
-    tenants = cli_json(ledger[0], "--since", "30d", "--by", "tenant", "--limit", "10")
-    models = cli_json(ledger[0], "--since", "30d", "--by", "model", "--limit", "10")
+    tenants = settled_cli_json(ledger_path, "--since", "30d", "--by", "tenant", "--limit", "10")
+    models = cli_json(ledger_path, "--since", "30d", "--by", "model", "--limit", "10")
     watched = signed_in(browser, viewport=DESKTOP)
     dialogs: list[str] = []
     watched.page.on("dialog", lambda dialog: _dismiss(dialog, dialogs))
@@ -185,7 +175,8 @@ def test_the_usage_tab_shows_the_cli_numbers_a_chart_and_budgets(
         # Budgets: the hostile tenant as text, over budget
         budget = page.locator("#usage-budgets tbody tr").first
         assert budget.locator("td").first.text_content() == SCRIPT_TENANT
-        assert "over budget" in budget.inner_text() and "12.50 USD" in budget.inner_text()
+        assert "monthly budget" in budget.inner_text() and "over budget" in budget.inner_text()
+        assert "12.50 USD" in budget.inner_text() and "10.00 USD" in budget.inner_text()
         # Nothing a tenant id held ran or became an element
         assert page.evaluate("window.__pwned === undefined")
         assert page.locator("script").count() == 1 and page.locator("main img").count() == 0
@@ -201,25 +192,23 @@ def _dismiss(dialog: Dialog, seen: list[str]) -> None:
     dialog.dismiss()
 
 
-def test_the_usage_tab_explains_an_empty_or_switched_off_ledger(browser: Browser, tmp_path: Path) -> None:
-    empty = sqlite_engine(tmp_path / "empty.db")
-    try:
-        for engine, expected in (
-            (empty, "No usage recorded in the last 30 days yet"),
-            (None, "No usage to show: the usage ledger is off"),
-        ):
-            with serve(engine, tmp_path) as running:
-                watched = signed_in(browser, viewport=DESKTOP)
-                try:
-                    page = open_usage(watched, running.url)
-                    assert page.is_visible("#usage-message") and not page.is_visible("#usage-body")
-                    assert expected in page.inner_text("#usage-message")
-                    assert "monthly budget" in page.inner_text("#usage-budgets")  # budgets need no ledger
-                    if engine is None:
-                        page.screenshot(path=ARTIFACTS / "usage-off.png", full_page=True)
-                    # A 503 from the management API is the one console message the browser may log.
-                    assert all("503" in e for e in watched.errors), watched.errors
-                finally:
-                    watched.context.close()
-    finally:
-        empty.dispose()
+def test_the_usage_tab_explains_an_empty_or_switched_off_ledger(
+    browser: Browser, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    for ledger, expected in (
+        ({"database_url": f"sqlite:///{tmp_path / 'empty.db'}"}, "No usage recorded in the last 30 days yet"),
+        ({"enabled": False}, "No usage to show: the usage ledger is off"),
+    ):
+        with GatewayProcess(gateway_config(ledger, upstream), tmp_path) as running:
+            watched = signed_in(browser, viewport=DESKTOP)
+            try:
+                page = open_usage(watched, running.url)
+                assert page.is_visible("#usage-message") and not page.is_visible("#usage-body")
+                assert expected in page.inner_text("#usage-message")
+                assert "No budgeted tenant has called yet." in page.inner_text("#usage-budgets")
+                if ledger.get("enabled") is False:
+                    page.screenshot(path=ARTIFACTS / "usage-off.png", full_page=True)
+                # A 503 from the management API is the one console message the browser may log.
+                assert all("503" in e for e in watched.errors), watched.errors
+            finally:
+                watched.context.close()

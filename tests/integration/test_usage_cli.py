@@ -26,8 +26,7 @@ from tests.unit.usage.test_report_ledger import (
     write_rows,
 )
 
-# Until `dify-gateway usage` is wired in gateway/cli.py the module runs on its own (same code).
-COMMAND = [sys.executable, "-m", "gateway.usage.report_cli"]
+COMMAND = [sys.executable, "-m", "gateway", "usage"]
 WINDOW = ["--since", "2026-11-01", "--until", "2026-11-05"]
 
 
