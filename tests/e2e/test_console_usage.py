@@ -162,6 +162,9 @@ def test_the_usage_tab_shows_the_cli_numbers_a_chart_and_budgets(
         assert [model_rows.nth(i).locator("td.cost").get_attribute("title") for i in range(model_rows.count())] == [
             line["price_usd"] for line in models["lines"]
         ]
+        ledger = page.inner_text("#usage-ledger")  # the writer's state: the refused call's row was written
+        assert page.get_attribute("#usage-ledger", "data-status") == "ok"
+        assert f"sqlite:{ledger_path}" in ledger and "0 dropped" in ledger and "1 written" in ledger
         spend = page.inner_text("#usage-spend")
         assert f"exactly {tenants['total']['price_usd']}" in spend
         # The chart: one bar per day of the window, the spent days with height, and a tokens line
@@ -205,6 +208,8 @@ def test_the_usage_tab_explains_an_empty_or_switched_off_ledger(
                 page = open_usage(watched, running.url)
                 assert page.is_visible("#usage-message") and not page.is_visible("#usage-body")
                 assert expected in page.inner_text("#usage-message")
+                if ledger.get("enabled") is False:
+                    assert page.inner_text("#usage-ledger") == "Ledger: off (ledger.enabled: false)."
                 assert "No budgeted tenant has called yet." in page.inner_text("#usage-budgets")
                 if ledger.get("enabled") is False:
                     page.screenshot(path=ARTIFACTS / "usage-off.png", full_page=True)

@@ -304,11 +304,12 @@
     const since = $("usage-since").value;
     const days = since.replace("d", "");
     try {
-      const [tenants, models, daily, budgets] = await Promise.all([
+      const [tenants, models, daily, budgets, ledger] = await Promise.all([
         adminJson(`usage?since=${since}&by=tenant&limit=10`), adminJson(`usage?since=${since}&by=model&limit=10`),
-        adminJson(`usage/daily?since=${since}`), adminJson("budgets")]);
+        adminJson(`usage/daily?since=${since}`), adminJson("budgets"), adminJson("ledger")]);
       $("usage-error").textContent = "";
       renderBudgets(budgets);
+      renderLedger(ledger);
       const failed = [tenants, models, daily].find((r) => !r.ok);
       if (failed) {
         const why = failed.status === 404 ? "This gateway does not serve the management API (/admin)."
@@ -329,6 +330,22 @@
     } catch (error) {
       if (!(error instanceof Refused)) $("usage-error").textContent = `Cannot load the usage: ${error.message}`;
     }
+  }
+
+  // The ledger writer's state: where rows go, and whether any wait, spill or were lost.
+  function renderLedger(reply) {
+    const state = reply.ok ? reply.body.state || {} : {};
+    if (!reply.ok || !reply.body.enabled) {
+      $("usage-ledger").replaceChildren(reply.ok ? "Ledger: off (ledger.enabled: false)." : "");
+      return;
+    }
+    const kind = { ok: "ok", degraded: "bad", starting: "warn" }[state.status] || "idle";
+    const parts = [state.display, `${count(state.queued || 0)} queued`, `${count(state.written || 0)} written`,
+      `${count(state.spilled || 0)} spilled`, `${count(state.replayed || 0)} replayed`, `${count(state.dropped || 0)} dropped`];
+    $("usage-ledger").replaceChildren("Ledger ", el("span", { class: `badge ${kind}`, text: state.status || "?" }),
+      ` ${parts.filter(Boolean).join(" · ")}`,
+      state.last_error ? el("span", { class: "error", text: ` · ${state.last_error}` }) : "");
+    $("usage-ledger").dataset.status = state.status || "";
   }
 
   function usageMessage(text) {
