@@ -108,15 +108,15 @@ def group_key(day: date, tenant_id: str, model_type: str, provider: str, model: 
 
 def daily_sums(values: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The rows' contribution to usage_daily, by group_key."""
-    groups: dict[str, dict[str, Any]] = {}
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for value in values:
         day = value["created_at"].date()
         route = value["route"] or ""
-        key = group_key(day, value["tenant_id"], value["model_type"], value["provider"], value["model"], route)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = {
-                "group_key": key,
+        identity = (day, value["tenant_id"], value["model_type"], value["provider"], value["model"], route)
+        group = groups.get(identity)
+        if group is None:  # hashed once per group, not per row
+            group = groups[identity] = {
+                "group_key": group_key(*identity),
                 "day": day,
                 "tenant_key": value["tenant_key"],
                 "tenant_id": value["tenant_id"],
@@ -137,7 +137,7 @@ def daily_sums(values: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         group["failed"] += value["outcome"] != "ok"
         for name in _SUMS:
             group[name] += value[name]
-    return groups
+    return {group["group_key"]: group for group in groups.values()}
 
 
 def _unnest_insert() -> TextClause:
