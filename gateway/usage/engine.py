@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -59,7 +60,7 @@ def ensure_sqlite_writable(target: DatabaseTarget) -> None:
         if place.exists() and not os.access(place, os.W_OK):
             raise LedgerUnwritable(errno.EACCES, f"{place} is not writable")
     # os.access can be wrong (root, some mounts): probe with a real file.
-    probe = path.parent / f".{path.name}.probe-{os.getpid()}"
+    probe = path.parent / f".{path.name}.probe-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
@@ -78,13 +79,27 @@ def _sqlite_engine(target: DatabaseTarget, timeout_s: float, *, pooled: bool) ->
     def _pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            _enable_wal(cursor, timeout_s)
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 
     return engine
+
+
+def _enable_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
+    """Switch a new file to WAL. The switch needs an exclusive lock and does not wait on the
+    busy timeout: two processes opening a new file at once see "database is locked"."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def describe_error(exc: BaseException, target: DatabaseTarget) -> str:
