@@ -11,6 +11,7 @@ services and a read-only status, never this app.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import threading
@@ -23,6 +24,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.registry import Backends
+from gateway.admin.app import build_admin_app
+from gateway.admin.source import AdminSource
 from gateway.admission import Admission
 from gateway.config import GatewayConfig
 from gateway.console import CONSOLE_PREFIX, Console
@@ -45,19 +48,35 @@ from gateway.http import (
 from gateway.key_guard import KeyGuard
 from gateway.observe import BODY_KEY, InnerRequestObserver
 from gateway.probes import Probes
+from gateway.protocol.requests import InvokeRequest
 from gateway.reload import ConfigWatcher, Reloader
 from gateway.serverless.endpoint import ServerlessEndpoint
 from gateway.serverless.wire import TRANSACTION_PATH
 from gateway.services import Services, ServicesLifecycle, build_services
-from gateway.trace import current_trace
+from gateway.trace import Trace, current_trace
 
 log = logging.getLogger("dify_gateway")
+ADMIN_PREFIX = "/admin"  # the management API (gateway.admin)
 
 
 def _set_outcome(outcome: str) -> None:
     trace = current_trace.get()
     if trace is not None:
         trace.outcome = outcome
+
+
+def _identify(trace: Trace, services: Services, endpoint: Endpoint[Any], invocation: InvokeRequest) -> None:
+    """Who asks for what, on the trace (for the ledger and the budgets), and, for budgets
+    narrowed to a route, the route that will answer (a cached lookup; the service resolves
+    it again the same way)."""
+    trace.tenant_id = invocation.tenant_id
+    trace.user_id = invocation.user_id or ""
+    trace.provider = getattr(invocation, "provider", "") or ""
+    trace.model = getattr(invocation, "model", "") or ""
+    if services.governor is not None and trace.route is None and trace.provider:
+        resolution = services.routes.resolve(endpoint.model_type, trace.provider, trace.model, trace.tenant_id)
+        if resolution is not None:
+            trace.route = resolution.route_label
 
 
 class Generation:
@@ -92,6 +111,7 @@ class Gateway:
         self.probes = Probes(self._current, self, self.key_guard)
         self.console = Console(self._current, self, self, self.key_guard) if config.console.enabled else None
         self.observer = InnerRequestObserver(self.admission, self.console.record if self.console is not None else None)
+        self.admin = build_admin_app(self._admin_source())
         file = None if config.source.startswith("<") else config.source
         self.reloader = Reloader(file, self._current, self._swap)
         server = config.server
@@ -124,6 +144,46 @@ class Gateway:
     def last_reload(self) -> dict[str, Any] | None:
         last = self.reloader.last
         return last.as_dict() if last is not None else None
+
+    def _admin_source(self) -> AdminSource:
+        """What the management API reads: the running services' ledger, governor and targets."""
+        admin = self.config.console.admin_key
+        admin_key = admin.get_secret_value().encode() if admin is not None else self.services.inner_api_key
+
+        def engine() -> Any:
+            ledger = self.services.ledger
+            store = ledger.store if ledger is not None else None
+            return store.engine if store is not None else None
+
+        def ledger_state() -> dict[str, Any]:
+            ledger = self.services.ledger
+            if ledger is None:
+                return {"status": "off", "enabled": False}
+            return {"enabled": True, **dataclasses.asdict(ledger.state())}
+
+        def budget_state(tenant_id: str | None) -> Any:
+            governor = self.services.governor
+            if governor is None or not self.services.config.budgets.enabled:
+                return None
+            return governor.budget_state(tenant_id)
+
+        def targets() -> dict[str, Any]:
+            services = self.services
+            return {
+                "in_flight": self.in_flight,
+                "draining": self.draining,
+                "shared_breakers": services.shared_breakers is not None,
+                "targets": services.health.snapshot(),
+            }
+
+        return AdminSource(
+            admin_key=lambda: admin_key,
+            key_guard=self.key_guard,
+            engine=engine,
+            ledger_state=ledger_state,
+            budget_state=budget_state,
+            targets=targets,
+        )
 
     def _became_ready(self) -> None:
         self.ready = True
@@ -165,6 +225,10 @@ class Gateway:
                     await self.observer.observe(
                         services, lambda request: self._dispatch(generation, request), scope, receive, send
                     )
+                    return
+                path: str = scope["path"]
+                if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+                    await self.admin(scope, receive, send)
                     return
                 response = await self._dispatch(generation, Request(scope, receive))
                 await response(scope, receive, send)
@@ -236,6 +300,10 @@ class Gateway:
         request.scope[BODY_KEY] = body  # kept for passthrough, should no route match
         self.admission.admit(request.scope)
         invocation = parse_model(endpoint.request_model, parse_json_object(body))
+        trace = current_trace.get()
+        if trace is not None:
+            _identify(trace, services, endpoint, invocation)
+            await services.accounting.admit(trace)
         if endpoint.stream is not None:
             return await stream_response(
                 endpoint.stream(services, invocation),

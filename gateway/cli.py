@@ -19,6 +19,9 @@ from gateway.config.backends import resolve_backend
 from gateway.cpus import AUTO_WORKERS_CAP, auto_workers
 from gateway.logs import configure_logging
 from gateway.routing import RouteTable
+from gateway.usage.database import resolve_database_url
+from gateway.usage.migrate import run_migrate
+from gateway.usage.report_cli import add_usage_arguments, run_usage
 
 if TYPE_CHECKING:
     import asyncio
@@ -253,6 +256,11 @@ def _check_config(args: argparse.Namespace) -> int:
             key: getattr(config.server, key)
             for key in ("max_header_bytes", "max_headers", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s")
         },
+        "ledger": _ledger(config),
+        "budgets": config.budgets.model_dump(mode="json") if config.budgets.enabled else None,
+        "rate_limits": config.rate_limits.model_dump(mode="json", exclude_none=True)
+        if config.rate_limits.enabled
+        else None,
         "resilience": {
             "retry": config.resilience.retry.model_dump(),
             "breaker": config.resilience.breaker.model_dump(),
@@ -297,6 +305,28 @@ def _cache(config: GatewayConfig) -> dict[str, object]:
     }
 
 
+def _ledger(config: GatewayConfig) -> dict[str, object]:
+    """Where usage rows go (the database URL without its credentials)."""
+    settings = config.ledger
+    if not settings.enabled:
+        return {"enabled": False}
+    target = resolve_database_url(settings)
+    return {
+        "enabled": True,
+        "database": target.display,
+        "retention_days": settings.retention_days,
+        "migrate_on_start": settings.migrate_on_start,
+    }
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    return run_migrate(_load(args.config))
+
+
+def _usage(args: argparse.Namespace) -> int:
+    return run_usage(args, _load(args.config))
+
+
 def _console(config: GatewayConfig) -> dict[str, object]:
     if not config.console.enabled:
         return {"enabled": False}
@@ -336,6 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate the configuration and print the route table")
     check.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")
     check.set_defaults(run=_check_config)
+    migrate = sub.add_parser("migrate", help="create or upgrade the usage ledger's database schema")
+    migrate.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else embedded defaults)")
+    migrate.set_defaults(run=_migrate)
+    usage = sub.add_parser("usage", help="report usage and spend from the ledger")
+    add_usage_arguments(usage)
+    usage.set_defaults(run=_usage)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

@@ -19,9 +19,11 @@ from prometheus_client.registry import Collector
 from gateway import __version__
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.cache.store import VectorStore
+from gateway.limits.governor import Governor
 from gateway.loop_monitor import LoopMonitor
 from gateway.resilience.health import TargetHealth
 from gateway.status import GatewayStatus
+from gateway.usage.writer import Ledger
 
 # The registry type, for modules that must not import prometheus_client themselves.
 Registry: TypeAlias = CollectorRegistry
@@ -165,6 +167,76 @@ class LoopCollector(Collector):
             yield GaugeMetricFamily("dify_gateway_asyncio_tasks", "Tasks alive on the event loop", value=tasks)
 
 
+LEDGER_ROW_STATES = ("written", "spilled", "replayed", "dropped")
+LEDGER_STATUSES = ("starting", "ok", "degraded", "off")
+
+
+class LedgerCollector(Collector):
+    """The usage ledger's rows by what became of them, and its state (never a tenant or user id)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._ledger.state()
+        rows = CounterMetricFamily(
+            "dify_gateway_ledger_rows",
+            "Usage rows by what became of them: written to the database, spilled to the local file while it was "
+            "away, replayed from that file, dropped (lost: spill file full, or refused by the database)",
+            labels=["state"],
+        )
+        for name in LEDGER_ROW_STATES:
+            rows.add_metric([name], getattr(state, name))
+        yield rows
+        yield GaugeMetricFamily(
+            "dify_gateway_ledger_queued_rows", "Usage rows in memory, not yet written", value=state.queued
+        )
+        yield GaugeMetricFamily(
+            "dify_gateway_ledger_spill_bytes", "Size of this process's spill file", value=state.spill_bytes
+        )
+        status = GaugeMetricFamily(
+            "dify_gateway_ledger_status", "The ledger's state: 1 for the current one", labels=["status"]
+        )
+        for name in LEDGER_STATUSES:
+            status.add_metric([name], 1.0 if state.status == name else 0.0)
+        yield status
+
+
+class LimitsCollector(Collector):
+    """Budgets and rate limits: where they are counted and what degraded (refusals are counted by
+    route and type in ``dify_gateway_requests_total{outcome=budget_exceeded|rate_limited}``)."""
+
+    def __init__(self, governor: Governor) -> None:
+        self._governor = governor
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._governor.state()
+        if state.redis != "none":
+            yield GaugeMetricFamily(
+                "dify_gateway_limits_redis_up",
+                "1 while the budgets' and rate limits' Redis answers (0: counted in-process or refused, as configured)",
+                value=1.0 if state.redis == "ok" else 0.0,
+            )
+        yield CounterMetricFamily(
+            "dify_gateway_limits_admitted_in_process",
+            "Requests admitted on in-process counters while Redis was unreachable (fail-open)",
+            value=state.admitted_in_process,
+        )
+        yield CounterMetricFamily(
+            "dify_gateway_limits_refused_unreachable",
+            "Requests refused because Redis was unreachable and the limits fail closed",
+            value=state.refused_unreachable,
+        )
+        yield CounterMetricFamily(
+            "dify_gateway_limits_settles_dropped",
+            "Finished requests whose cost could not be queued for the counters (the queue was full)",
+            value=state.settles_dropped,
+        )
+        yield GaugeMetricFamily(
+            "dify_gateway_limits_settles_pending", "Finished requests not yet charged", value=state.settles_pending
+        )
+
+
 def multiprocess_dir() -> str | None:
     """Set when several workers share metrics through prometheus-client's files."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -175,6 +247,8 @@ def build_registry(
     health: TargetHealth | None = None,
     status: GatewayStatus | None = None,
     loop: LoopMonitor | None = None,
+    ledger: Ledger | None = None,
+    governor: Governor | None = None,
 ) -> Registry:
     """The registry /metrics renders: this process's live state (cache, breakers, in flight)
     and, with several workers, every worker's request metrics summed from the shared files."""
@@ -189,6 +263,10 @@ def build_registry(
         registry.register(ResilienceCollector(health, lambda: live.in_flight, lambda: live.draining))
     if loop is not None:
         registry.register(LoopCollector(loop))
+    if ledger is not None:
+        registry.register(LedgerCollector(ledger))
+    if governor is not None:
+        registry.register(LimitsCollector(governor))
     return registry
 
 

@@ -11,6 +11,7 @@ and the console's recent traffic.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -75,6 +76,7 @@ class InnerRequestObserver:
         """Run ``handler`` for this inner-API request and send its reply, observed with the
         ``services`` the request runs on."""
         started = time.perf_counter()
+        started_at = time.time()
         path: str = scope["path"]
         inner_path = path[path.find(INNER_PREFIX) + len(INNER_PREFIX) :].rstrip("/")
         headers = _headers(scope)
@@ -115,11 +117,16 @@ class InnerRequestObserver:
             current_trace.reset(token)
             self._admission.release(scope)
             first_byte_s = first_byte - started if first_byte is not None else None
-            self._record(services, trace, status, time.perf_counter() - started, first_byte_s, sent_bytes, scope, span)
+            duration_s = time.perf_counter() - started
+            outcome = trace.outcome or outcome_of(status, trace)
+            self._record(services, trace, outcome, status, duration_s, first_byte_s, sent_bytes, scope, span)
+            services.accounting.record(trace, outcome, status, duration_s, first_byte_s, started_at)
 
     def _stamp(self, services: Services, response: Response, trace: Trace, started: float) -> None:
         if trace.outcome == "overloaded":
             response.headers["retry-after"] = "1"
+        elif trace.retry_after_s is not None:
+            response.headers["retry-after"] = str(max(1, math.ceil(trace.retry_after_s)))
         response.headers["x-request-id"] = trace.request_id
         if trace.attempts:
             response.headers["x-dify-gateway-attempts"] = str(trace.attempts)
@@ -137,6 +144,7 @@ class InnerRequestObserver:
         self,
         services: Services,
         trace: Trace,
+        outcome: str,
         status: int,
         duration_s: float,
         first_byte_s: float | None,
@@ -144,7 +152,6 @@ class InnerRequestObserver:
         scope: Scope,
         span: Any,
     ) -> None:
-        outcome = trace.outcome or outcome_of(status, trace)
         if span is not None:
             Tracing.finish(span, trace, outcome, status, duration_s)
         body = scope.get(BODY_KEY)

@@ -16,8 +16,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from gateway.accounting import Accounting
 from gateway.adapters.litellm_loader import load_litellm
 from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.embedding_cache import EmbeddingCache
@@ -34,6 +37,7 @@ from gateway.invoke.rerank import RerankService
 from gateway.invoke.speech2text import Speech2TextService
 from gateway.invoke.summary import SummaryService
 from gateway.invoke.tts import TTSService
+from gateway.limits.governor import Governor, SpendHistory, build_governor
 from gateway.loop_monitor import LoopMonitor
 from gateway.metrics import Registry, build_registry, multiprocess_dir
 from gateway.pricing import ModelMap
@@ -46,6 +50,7 @@ from gateway.resilience.shared import SharedBreakers
 from gateway.routing import RouteTable, Target
 from gateway.status import GatewayStatus
 from gateway.tracing import Tracing
+from gateway.usage.writer import Ledger
 
 log = logging.getLogger("dify_gateway")
 
@@ -77,6 +82,9 @@ class Services:
     drain: Drain
     loop_monitor: LoopMonitor
     inner_api_key: bytes
+    ledger: Ledger | None  # None: ledger.enabled is false
+    governor: Governor | None  # None: no budgets and no rate limits configured
+    accounting: Accounting  # admits requests and records what they spent
 
     @property
     def passthrough(self) -> bool:
@@ -92,7 +100,9 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
     health = TargetHealth(config.resilience.breaker)
     embedding_cache = build_embedding_cache(config.cache)
     loop_monitor = LoopMonitor()
-    metrics = build_registry(embedding_cache, health, status, loop_monitor)
+    ledger = Ledger(config.ledger) if config.ledger.enabled else None
+    governor = build_governor(config, history=_spend_history(ledger))
+    metrics = build_registry(embedding_cache, health, status, loop_monitor, ledger, governor)
     request_metrics = RequestMetrics(None if multiprocess_dir() else metrics)
     backends.on_local_restart = request_metrics.model_restarted
     return _with_routes(
@@ -109,6 +119,8 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
         loop_monitor=loop_monitor,
         inner_api_key=config.dify.inner_api_key.get_secret_value().encode(),
         secrets=config.secrets(),
+        ledger=ledger,
+        governor=governor,
     )
 
 
@@ -135,6 +147,8 @@ def rebuild_services(running: Services, config: GatewayConfig) -> Services:
         loop_monitor=running.loop_monitor,
         inner_api_key=running.inner_api_key,
         secrets=secrets,
+        ledger=running.ledger,
+        governor=running.governor,
     )
 
 
@@ -153,6 +167,8 @@ def _with_routes(
     loop_monitor: LoopMonitor,
     inner_api_key: bytes,
     secrets: list[str],
+    ledger: Ledger | None,
+    governor: Governor | None,
 ) -> Services:
     """What depends on the routes, built around the long-lived objects given."""
     routes = RouteTable(config.routes)
@@ -197,6 +213,9 @@ def _with_routes(
         drain=drain,
         loop_monitor=loop_monitor,
         inner_api_key=inner_api_key,
+        ledger=ledger,
+        governor=governor,
+        accounting=Accounting(ledger, governor, time.time),
     )
 
 
@@ -227,6 +246,10 @@ class ServicesLifecycle:
         if services.embedding_cache is not None:
             self._tasks.append(loop.create_task(services.embedding_cache.store.warm_up()))
         services.loop_monitor.start()
+        if services.ledger is not None:
+            self._tasks.append(loop.create_task(services.ledger.start()))
+        if services.governor is not None:
+            self._tasks.append(loop.create_task(services.governor.start()))
         config = services.config
         local = local_models(config)
         preload = preload_list(local, config.server.preload_local_models)
@@ -244,6 +267,11 @@ class ServicesLifecycle:
         for task in self._tasks:
             task.cancel()
         await services.loop_monitor.aclose()
+        # After the drain: every answered request has queued its row and its charge.
+        if services.governor is not None:
+            await services.governor.aclose()
+        if services.ledger is not None:
+            await services.ledger.aclose()
         if services.shared_breakers is not None:
             await services.shared_breakers.aclose()
         if services.tracing is not None:
@@ -268,6 +296,20 @@ class ServicesLifecycle:
             log.exception("loading the embedded models failed")
         finally:
             self._on_ready()
+
+
+def _spend_history(ledger: Ledger | None) -> SpendHistory | None:
+    """What a tenant spent since a time, from the ledger: the budgets' counters start from it."""
+    if ledger is None:
+        return None
+
+    async def spent(tenant_id: str, since: datetime, route: str | None, model: str | None) -> tuple[Decimal, int]:
+        store = ledger.store
+        if store is None:
+            return Decimal(0), 0
+        return await asyncio.to_thread(store.spend, tenant_id, since, route, model)
+
+    return spent
 
 
 def _shared_breakers(config: GatewayConfig, health: TargetHealth) -> SharedBreakers | None:

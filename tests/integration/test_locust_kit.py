@@ -88,7 +88,11 @@ def _rows(prefix: Path, table: str) -> list[dict[str, str]]:
 def start_locust(host: str, prefix: Path, *options: str, seconds: int, key: str | None = TEST_KEY) -> Run:
     """``locust -f deploy/loadtest/locustfile.py --headless`` from the checkout's root, as the docs say."""
     # No proxies (the test session points them at a closed port) and no inherited DIFY_ settings.
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and (not k.startswith("DIFY_") or k == "DIFY_GATEWAY_DATA_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if "proxy" not in k.lower() and (not k.startswith("DIFY_") or k == "DIFY_GATEWAY_DATA_DIR")
+    }
     env["NO_PROXY"] = "127.0.0.1,localhost"
     if key is not None:
         env["DIFY_INNER_API_KEY"] = key  # the key from the environment; other runs pass --inner-api-key
