@@ -27,9 +27,12 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 # Gateways started by tests keep their default SQLite ledger out of the checkout.
 if "DIFY_GATEWAY_DATA_DIR" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["DIFY_GATEWAY_DATA_DIR"] = tempfile.mkdtemp(prefix="dify-gateway-test-data-")
+    atexit.register(shutil.rmtree, os.environ["DIFY_GATEWAY_DATA_DIR"], ignore_errors=True)
 
 
 def _is_loopback(host: Any) -> bool:
