@@ -49,7 +49,7 @@ from gateway.key_guard import KeyGuard
 from gateway.observe import BODY_KEY, InnerRequestObserver
 from gateway.probes import Probes
 from gateway.protocol.requests import InvokeRequest
-from gateway.reload import ConfigWatcher, Reloader
+from gateway.reload import ConfigWatcher, Reloader, take_early_sighup
 from gateway.serverless.endpoint import ServerlessEndpoint
 from gateway.serverless.wire import TRANSACTION_PATH
 from gateway.services import Services, ServicesLifecycle, build_services
@@ -212,6 +212,8 @@ class Gateway:
         if threading.current_thread() is threading.main_thread():
             self._loop = asyncio.get_running_loop()
             signal.signal(signal.SIGHUP, self._on_sighup)
+            if take_early_sighup():
+                self.reloader.request("SIGHUP")
 
     # --- ASGI -------------------------------------------------------------------------
 

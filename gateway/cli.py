@@ -80,7 +80,7 @@ def _workers_arg(raw: str) -> int:
 def app_factory() -> object:
     """Entry point for uvicorn workers: the config path comes from the environment."""
     _exit_with_parent()
-    _ignore_sighup_until_served()
+    _defer_sighup_until_served()
 
     config = _load(os.environ.get(CONFIG_ENV))
     configure_logging(config.server.log_level, config.server.log_format, config.server.access_log)  # a fresh process
@@ -106,10 +106,21 @@ def _exit_with_parent() -> None:
 
 def _ignore_sighup_until_served() -> None:
     """SIGHUP reloads the configuration once the app has started (``gateway.app``); before
-    that it must not end the process, which is its default action."""
+    that it must not end the process, which is its default action. The parent of several
+    workers ignores it until its supervisor runs (the workers inherit that across exec)."""
     import signal
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _defer_sighup_until_served() -> None:
+    """In a process that becomes the app: a SIGHUP before it serves is applied once it does
+    (it may mean the file changed after this process read it)."""
+    import signal
+
+    from gateway.reload import remember_early_sighup
+
+    signal.signal(signal.SIGHUP, remember_early_sighup)
 
 
 def _preflight(config: GatewayConfig) -> None:
@@ -197,8 +208,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Requests in flight when the server stops get this long (see server.drain_timeout_s).
         "timeout_graceful_shutdown": config.server.drain_timeout_s,
     }
-    _ignore_sighup_until_served()
     if workers > 1:
+        _ignore_sighup_until_served()
         os.environ[PARENT_PID_ENV] = str(os.getpid())
         if args.config:
             os.environ[CONFIG_ENV] = args.config
@@ -206,6 +217,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         run_workers("gateway.cli:app_factory", workers, options)
     else:
+        _defer_sighup_until_served()
         uvicorn.run(_create(config), **options)  # type: ignore[arg-type]
     return 0
 

@@ -15,9 +15,11 @@ import asyncio
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Literal
 
 from gateway.catalog import preload_list
@@ -34,6 +36,23 @@ ReloadResult = Literal["applied", "unchanged", "invalid"]
 LIVE_SERVER_SETTINGS = frozenset({"request_log", "max_body_bytes", "preload_local_models"})
 # Whole sections read once at start-up.
 RESTART_SECTIONS = ("cache", "tracing", "console", "ledger", "budgets", "rate_limits")
+
+# A SIGHUP that arrives while a process is still starting (loading the configuration,
+# models, the ledger) is remembered here and applied once it serves: the file may have
+# changed after this process read it, and the sender expects it to be used.
+_early_sighup = threading.Event()
+
+
+def remember_early_sighup(sig: int, frame: FrameType | None) -> None:
+    """The SIGHUP handler until the app installs its own."""
+    _early_sighup.set()
+
+
+def take_early_sighup() -> bool:
+    """Whether a SIGHUP arrived before the app served (and forget it)."""
+    arrived = _early_sighup.is_set()
+    _early_sighup.clear()
+    return arrived
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from gateway.app import Gateway, create_app
 from gateway.config import load_config, parse_config
 from gateway.metrics import render
-from gateway.reload import ConfigWatcher, file_signature, keep_restart_settings, same_effect
+from gateway.reload import (
+    ConfigWatcher,
+    file_signature,
+    keep_restart_settings,
+    remember_early_sighup,
+    same_effect,
+    take_early_sighup,
+)
 
 KEY = "reload-key"
 
@@ -317,3 +325,47 @@ def test_any_file_content_is_applied_or_refused_never_raised(tmp_path: Path, tex
     if status.result == "invalid":
         assert gateway.services is before
         assert status.message and not status.message.startswith("unexpected error"), status.message
+
+
+@pytest.mark.asyncio
+async def test_a_sighup_before_the_app_serves_is_applied_once_it_does(tmp_path: Path) -> None:
+    """A worker told to reload while it is still starting (its file read, its models loading)
+    reloads once it serves, with the file as it is then."""
+    path = tmp_path / "gateway.yaml"
+    gateway = _gateway(path, _document())
+    previous = (signal.getsignal(signal.SIGHUP), signal.getsignal(signal.SIGTERM))
+    signal.signal(signal.SIGHUP, remember_early_sighup)
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        _write(path, _document("openai/beta"))
+        await inbox.put({"type": "lifespan.startup"})
+        lifespan = asyncio.create_task(gateway({"type": "lifespan"}, inbox.get, send))
+        for _ in range(500):
+            if _target_models(gateway) == ["openai/beta"]:
+                break
+            await asyncio.sleep(0.01)
+        assert _target_models(gateway) == ["openai/beta"]
+        assert not take_early_sighup()  # applied once, then forgotten
+        await inbox.put({"type": "lifespan.shutdown"})
+        await asyncio.wait_for(lifespan, 30)
+    finally:
+        signal.signal(signal.SIGHUP, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_an_early_sighup_is_remembered_once() -> None:
+    previous = signal.signal(signal.SIGHUP, remember_early_sighup)
+    try:
+        assert not take_early_sighup()
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert take_early_sighup()
+        assert not take_early_sighup()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
