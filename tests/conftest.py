@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.support import sdk
+from tests.support.postgres import PrivatePostgres
 from tests.support.redis import SHARED_URL, RedisProcess, reachable
 
 # tests/deploy needs helm from .ci-tools/: scripts/verify-deploy runs it with DEPLOY_TESTS=1.
@@ -90,6 +91,16 @@ def fake(upstream: FakeUpstream) -> FakeUpstream:
 
 
 # Real Redis servers (the embedding cache's tests).
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of this test's own, which it may stop() and start() again."""
+    server = PrivatePostgres().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -121,15 +121,6 @@ async def test_aclose_writes_what_is_queued(database: str, tmp_path: Path) -> No
     assert ledger.state().dropped == 1
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
 @pytest.mark.asyncio
 async def test_postgresql_stopped_then_started_loses_no_row(private_postgres: PrivatePostgres, tmp_path: Path) -> None:
     with fresh_database(private_postgres.url) as url:
