@@ -95,7 +95,7 @@ class Counters(Protocol):
         """None: the store did not answer in time (or its breaker is open)."""
         ...
 
-    async def seed(self, seeds: Sequence[Seed]) -> bool: ...
+    async def seed(self, now_ms: float, seeds: Sequence[Seed]) -> bool: ...
 
     async def charge(self, now_ms: float, groups: Sequence[ChargeGroup]) -> bool: ...
 
@@ -155,7 +155,7 @@ class MemoryCounters:
             self._set_tat(key, new, now_ms)
         return CheckResult("admitted")
 
-    async def seed(self, seeds: Sequence[Seed]) -> bool:
+    async def seed(self, now_ms: float, seeds: Sequence[Seed]) -> bool:
         for seed in seeds:
             spend = self._spend.get(seed.key)
             if spend is None:

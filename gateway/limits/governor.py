@@ -303,7 +303,7 @@ class Governor:
         seeds = await asyncio.gather(
             *(self._seed_for(tenant_id, plan.budgets[i], budgets[i].key, windows) for i in result.unseeded)
         )
-        if not await counters.seed(seeds):
+        if not await counters.seed(now * 1000, seeds):
             return None
         return await counters.check(now * 1000, gcra, budgets, False)
 
@@ -389,7 +389,7 @@ class Governor:
         missing = [i for i, r in enumerate(readings) if not r.seeded]
         if self._history is not None and missing:
             seeds = await asyncio.gather(*(self._seed_for(tenant_id, budgets[i], keys[i], windows) for i in missing))
-            if await counters.seed(seeds):
+            if await counters.seed(self._clock() * 1000, seeds):
                 readings = await counters.read(keys) or readings
         return readings
 

@@ -70,6 +70,8 @@ end
 return {0}
 """
 
+# Expiry times are sent as the gateway's clock reads them and applied relative to its now
+# (PEXPIRE, not PEXPIREAT): a gateway clock a little off Redis's does not shorten a window.
 # KEYS: budget keys, then token keys. ARGV: now_ms, number of budget keys, then (nano, tokens,
 # expire_at_ms) per budget key, then add_ms per token key.
 CHARGE = """
@@ -80,7 +82,7 @@ for i = 1, nb do
   local p = 3 * i
   if ARGV[p] ~= '0' then redis.call('HINCRBY', k, 'u', ARGV[p]) end
   if ARGV[p + 1] ~= '0' then redis.call('HINCRBY', k, 't', ARGV[p + 1]) end
-  redis.call('PEXPIREAT', k, ARGV[p + 2])
+  redis.call('PEXPIRE', k, math.max(1000, math.ceil(tonumber(ARGV[p + 2]) - now)))
 end
 for j = 1, #KEYS - nb do
   local k = KEYS[nb + j]
@@ -92,19 +94,20 @@ end
 return 1
 """
 
-# KEYS: budget keys. ARGV: (nano, tokens, expire_at_ms) per key. Raises each unseeded counter
-# to at least the ledger's figures and marks it seeded; a seeded one is left alone, so two
-# replicas seeding at once count the ledger once.
+# KEYS: budget keys. ARGV: now_ms, then (nano, tokens, expire_at_ms) per key. Raises each
+# unseeded counter to at least the ledger's figures and marks it seeded; a seeded one is left
+# alone, so two replicas seeding at once count the ledger once.
 SEED = """
+local now = tonumber(ARGV[1])
 for i = 1, #KEYS do
   local k = KEYS[i]
-  local p = 3 * i - 2
+  local p = 3 * i - 1
   if redis.call('HEXISTS', k, 's') == 0 then
     local v = redis.call('HMGET', k, 'u', 't')
     if tonumber(ARGV[p]) > tonumber(v[1] or '0') then redis.call('HSET', k, 'u', ARGV[p]) end
     if tonumber(ARGV[p + 1]) > tonumber(v[2] or '0') then redis.call('HSET', k, 't', ARGV[p + 1]) end
     redis.call('HSET', k, 's', '1')
-    redis.call('PEXPIREAT', k, ARGV[p + 2])
+    redis.call('PEXPIRE', k, math.max(1000, math.ceil(tonumber(ARGV[p + 2]) - now)))
   end
 end
 return 1
@@ -164,10 +167,10 @@ class RedisCounters:
         reply = await self._check([r.key for r in gcra] + [b.key for b in budgets], args)
         return None if reply is None else parse_check(reply)
 
-    async def seed(self, seeds: Sequence[Seed]) -> bool:
+    async def seed(self, now_ms: float, seeds: Sequence[Seed]) -> bool:
         if not seeds:
             return True
-        args: list[str | int | float] = []
+        args: list[str | int | float] = [_ms(now_ms)]
         for seed in seeds:
             args += (seed.nano, seed.tokens, seed.expire_at_ms)
         return await self._seed([s.key for s in seeds], args) is not None

@@ -290,3 +290,25 @@ async def test_redis_unreachable_fails_open_or_closed_as_configured(mode: str) -
         )
         [budget] = await governor.budget_state("tenant-a")
         assert budget.spent_usd == Decimal(5)
+
+
+@pytest.mark.asyncio
+async def test_budget_counters_live_until_their_window_ends_by_the_gateways_clock(redis_url: str) -> None:
+    """Expiry is relative to the gateway's clock: a clock a day behind Redis's (or any skew)
+    neither drops a counter early nor keeps it much past its window's end plus the margin."""
+    import redis.asyncio as aioredis
+
+    clock = Clock(datetime(2020, 6, 1, 18, 0, tzinfo=UTC))
+    async with governors("redis", redis_url) as made:
+        governor = await made.make(budgets=DAILY_5, clock=clock)
+        await spend(governor, "5.01")
+        assert not await admits(governor)
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            keys = [key async for key in client.scan_iter(f"{made.namespace}*")]
+            ttls = [await client.pttl(key) for key in keys]
+        finally:
+            await client.aclose()
+    assert len(keys) == 1
+    expected_ms = (6 * 3600 + 3600) * 1000  # to midnight UTC, plus the hour's margin
+    assert expected_ms - 60_000 <= ttls[0] <= expected_ms
