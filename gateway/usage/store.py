@@ -26,11 +26,11 @@ import orjson
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.elements import ColumnElement, TextClause
+from sqlalchemy.sql.elements import TextClause
 
+from gateway.usage import sqlite_rows
 from gateway.usage.database import DatabaseTarget
 from gateway.usage.engine import create_ledger_engine
 from gateway.usage.row import UsageRow, tenant_key
@@ -166,19 +166,12 @@ class LedgerStore:
         self.timeout_s = timeout_s
         self._engine = create_ledger_engine(target, timeout_s)
         self._sqlite = target.kind == "sqlite"
-        dialect_insert = sqlite_insert if self._sqlite else pg_insert
-        if self._sqlite:  # a multi-row VALUES per page (SQLAlchemy's insertmanyvalues)
-            self._insert_usage: Executable = (
-                sqlite_insert(usage).on_conflict_do_nothing(index_elements=["id"]).returning(usage.c.id)
-            )
-        else:
-            self._insert_usage = _unnest_insert()
-        upsert = dialect_insert(usage_daily)
-        changes: dict[str, ColumnElement[Any]]
-        if self._sqlite:  # the sums were computed in Python (exact Decimal): set them
-            changes = {name: upsert.excluded[name] for name in ("requests", "failed", *_SUMS)}
-        else:
-            changes = {name: usage_daily.c[name] + upsert.excluded[name] for name in ("requests", "failed", *_SUMS)}
+        # SQLite's writes go through sqlite_rows; PostgreSQL's through these statements. On
+        # SQLite the daily sums are computed in Python (exact Decimal) and set; on PostgreSQL
+        # (NUMERIC is exact) the database adds them.
+        self._insert_usage: Executable = _unnest_insert()
+        upsert = pg_insert(usage_daily)
+        changes = {name: usage_daily.c[name] + upsert.excluded[name] for name in ("requests", "failed", *_SUMS)}
         self._upsert_daily = upsert.on_conflict_do_update(index_elements=["group_key"], set_=changes)
 
     @property
@@ -195,7 +188,7 @@ class LedgerStore:
         values = list(unique.values())
         with self._engine.begin() as connection:
             if self._sqlite:
-                inserted = set(connection.execute(self._insert_usage, values).scalars())
+                inserted = self._insert_sqlite(connection, values)
             else:  # one array per column: 25 parameters whatever the batch size
                 columns = {column.name: [value[column.name] for value in values] for column in usage.columns}
                 inserted = set(connection.execute(self._insert_usage, columns).scalars())
@@ -204,23 +197,44 @@ class LedgerStore:
             groups = daily_sums(value for value in values if value["id"] in inserted)
             if self._sqlite:
                 self._add_existing(connection, groups)
-            # A fixed order: two PostgreSQL writers touching the same groups lock them alike (no deadlock).
-            connection.execute(self._upsert_daily, [groups[key] for key in sorted(groups)])
+                cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                cursor.executemany(sqlite_rows.UPSERT_DAILY_SQL, map(sqlite_rows.daily_parameters, groups.values()))
+            else:
+                # A fixed order: two PostgreSQL writers touching the same groups lock them alike (no deadlock).
+                connection.execute(self._upsert_daily, [groups[key] for key in sorted(groups)])
         return len(inserted)
 
-    def _add_existing(self, connection: Connection, groups: dict[str, dict[str, Any]]) -> None:
+    @staticmethod
+    def _insert_sqlite(connection: Connection, values: list[dict[str, Any]]) -> set[str]:
+        """The ids inserted (multi-row VALUES ... RETURNING on the sqlite3 cursor; see sqlite_rows)."""
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        inserted: set[str] = set()
+        step = sqlite_rows.ROWS_PER_STATEMENT
+        for start in range(0, len(values), step):
+            chunk = values[start : start + step]
+            cursor.execute(sqlite_rows.insert_usage_sql(len(chunk)), sqlite_rows.usage_parameters(chunk))
+            inserted.update(found[0] for found in cursor.fetchall())
+        return inserted
+
+    @staticmethod
+    def _add_existing(connection: Connection, groups: dict[str, dict[str, Any]]) -> None:
         """SQLite: add the stored sums to the new ones in Python. The transaction already
         holds SQLite's write lock (it inserted), so no other writer can interleave."""
         keys = list(groups)
-        columns = [usage_daily.c.group_key, *(usage_daily.c[name] for name in ("requests", "failed", *_SUMS))]
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            for found in connection.execute(select(*columns).where(usage_daily.c.group_key.in_(chunk))):
-                group = groups[found.group_key]
-                for name in ("requests", "failed", "tokens_in", "tokens_out", "cached_tokens", "characters"):
-                    group[name] += getattr(found, name)
-                group["audio_seconds"] += found.audio_seconds
-                group["price_usd"] = money(group["price_usd"] + money(found.price_usd))
+            cursor.execute(sqlite_rows.select_daily_sql(len(chunk)), chunk)
+            for key, requests, failed, tokens_in, tokens_out, cached, characters, audio, price in cursor.fetchall():
+                group = groups[key]
+                group["requests"] += requests
+                group["failed"] += failed
+                group["tokens_in"] += tokens_in
+                group["tokens_out"] += tokens_out
+                group["cached_tokens"] += cached
+                group["characters"] += characters
+                group["audio_seconds"] += audio
+                group["price_usd"] = money(group["price_usd"] + money(price))
 
     def ping(self) -> None:
         """One round trip; raises when the database does not answer."""
