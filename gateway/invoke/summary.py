@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 
-from gateway.adapters.base import ChatCall, UpstreamContext
+from gateway.adapters.base import ChatCall, TokenUsage, UpstreamContext
 from gateway.adapters.registry import Backends
 from gateway.config import RouteConfig, RouteMatch, TargetConfig
 from gateway.errors import UpstreamTimeout
-from gateway.invoke.common import gather_all
-from gateway.invoke.llm_reply import estimate_tokens
+from gateway.invoke.common import gather_all, target_prices
+from gateway.invoke.llm_reply import estimate_tokens, llm_usage
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import SummaryInvokeRequest
 from gateway.protocol.results import SummaryResultDict
 from gateway.resilience.plan import Resilience, run_attempts
 from gateway.routing import Resolution, Target
+from gateway.trace import current_trace
 
 # Dify's prompt, word for word (its models were tuned against it).
 SUMMARY_PROMPT = """You are a professional language researcher, you are interested in the language
@@ -94,29 +96,45 @@ class SummaryService:
         )
         self._context = UpstreamContext(route="summary_model", provider="(system)", model=target.model)
         self._where = self._context.describe(self._target)
+        self._model_map = model_map
 
     async def summarize(self, request: SummaryInvokeRequest) -> SummaryResultDict:
-        deadline = time.monotonic() + (self._target.config.timeout_s or _TIMEOUT_S)
+        started = time.monotonic()
+        deadline = started + (self._target.config.timeout_s or _TIMEOUT_S)
         system = SUMMARY_PROMPT.replace("{instruction}", request.instruction)
         text = request.text
         if tokens(text) < self._context_tokens * 0.6:
             return {"summary": text}
         gate = asyncio.Semaphore(self._concurrency)
+        spent: list[TokenUsage] = []  # every piece's call, for the usage ledger and budgets
 
         async def one(piece: str) -> str:
             async with gate:
-                return await self._complete(system, piece, deadline)
+                return await self._complete(system, piece, deadline, spent)
 
-        for _ in range(MAX_ROUNDS):
-            pieces = split_pieces(text, self._context_tokens, tokens(system))
-            summaries = await gather_all(one(p) for p in pieces)
-            result = "\n".join(s.strip() for s in summaries)
-            if tokens(result) <= self._context_tokens * 0.7 or len(result) >= len(text):
-                return {"summary": result}
-            text = result
-        return {"summary": text}
+        try:
+            for _ in range(MAX_ROUNDS):
+                pieces = split_pieces(text, self._context_tokens, tokens(system))
+                summaries = await gather_all(one(p) for p in pieces)
+                result = "\n".join(s.strip() for s in summaries)
+                if tokens(result) <= self._context_tokens * 0.7 or len(result) >= len(text):
+                    return {"summary": result}
+                text = result
+            return {"summary": text}
+        finally:
+            self._charge(spent, time.monotonic() - started)
 
-    async def _complete(self, system: str, piece: str, deadline: float) -> str:
+    def _charge(self, spent: list[TokenUsage], latency: float) -> None:
+        """The summary's calls as the invocation's tokens and price (what a failed one used too)."""
+        trace = current_trace.get()
+        if trace is None or not spent:
+            return
+        total = TokenUsage(sum(u.prompt_tokens for u in spent), sum(u.completion_tokens for u in spent))
+        trace.tokens_in, trace.tokens_out = total.prompt_tokens, total.completion_tokens
+        prices = target_prices(self._target, self._model_map)
+        trace.price_usd = Decimal(llm_usage(total, prices, latency)["total_price"])
+
+    async def _complete(self, system: str, piece: str, deadline: float, spent: list[TokenUsage]) -> str:
         if deadline - time.monotonic() <= 0:
             raise UpstreamTimeout(f"the summary did not finish within its deadline ({self._where})")
         params = {"temperature": 0.8, "top_p": 0.8, **self._target.config.params}
@@ -132,10 +150,22 @@ class SummaryService:
                 timeout_s=timeout_s,
             )
             events = self._backends.chat(target).chat(call)
+            parts: list[str] = []
+            usage: TokenUsage | None = None
             try:
-                return "".join([event.text async for event in events])
+                async for event in events:
+                    if event.usage is not None:
+                        usage = event.usage
+                    if event.text:
+                        parts.append(event.text)
             finally:
                 await events.aclose()  # type: ignore[attr-defined]
+            answer = "".join(parts)
+            if usage is None:  # as the LLM path does: estimated from the characters
+                prompt_chars = sum(len(m["content"]) for m in messages)
+                usage = TokenUsage(estimate_tokens(prompt_chars), estimate_tokens(len(answer)))
+            spent.append(usage)
+            return answer
 
         plan = self._resilience.plan(self._resolution, deadline, self._context.describe)
         text, _ = await run_attempts(plan, attempt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -270,3 +271,31 @@ def test_many_mixed_requests_over_many_tenants_with_two_workers(tmp_path: Path, 
         stored_price[row["tenant_id"]] = stored_price.get(row["tenant_id"], Decimal(0)) + row["price_usd"]
     assert stored_tokens == per_tenant_tokens
     assert stored_price == per_tenant_price
+
+
+def test_a_summary_is_one_row_with_the_tokens_and_price_of_all_its_calls(tmp_path: Path, fake: FakeUpstream) -> None:
+    """Dify's summary runs several LLM calls for one invocation: its row (and its tenant's
+    budget) carries all of them."""
+    fake.default(Chat(deltas=["short"], usage=(120, 7)))
+    database = sqlite_url(tmp_path / "usage.db")
+    summary = {"model": "openai/gpt-4o-mini", "api_base": fake.base_url, "api_key": "sk-ledger", "context_tokens": 256}
+    config = gateway_config(
+        routes(fake), ledger={"database_url": database, "flush_interval_ms": 50}, summary_model=summary
+    )
+    text = "\n".join(f"Paragraph {n}: " + "words " * 60 for n in range(12))
+    body = invoke_body("summary", "gpt-4o-mini", text=text, instruction="", tenant_id="summariser")
+    with GatewayServer(config) as server:
+        reply = post_unary(server.url, "summary", body)
+        assert reply.error is None, reply.error
+        calls = fake.count("/v1/chat/completions")
+    deadline = time.monotonic() + 10
+    while not (rows := [r for r in ledger_rows(database) if r["tenant_id"] == "summariser"]):
+        assert time.monotonic() < deadline, "no ledger row for the summary"
+        time.sleep(0.05)
+    (row,) = rows
+    assert calls >= 3
+    assert (row["model_type"], row["tokens_in"], row["tokens_out"]) == ("summary", 120 * calls, 7 * calls)
+    cost = load_litellm_sync().model_cost["gpt-4o-mini"]
+    expected = Decimal(str(cost["input_cost_per_token"])) * 120 * calls
+    expected += Decimal(str(cost["output_cost_per_token"])) * 7 * calls
+    assert expected > 0 and abs(row["price_usd"] - expected) <= expected * Decimal("0.0001")
