@@ -10,16 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.limits.caller import Caller
 from gateway.limits.governor import Governor
+from gateway.routing import RouteTable
 from gateway.trace import Trace
 from gateway.usage.row import UsageRow
 
 # Outcomes of requests the gateway refused itself before any upstream call.
 REFUSED = {BudgetExceeded: "budget_exceeded", RateLimited: "rate_limited"}
+
+
+def identify(trace: Trace, invocation: Any, model_type: str, routes: RouteTable | None) -> None:
+    """Who asks for what, on the trace (for the ledger and the budgets). With ``routes``
+    (when budgets or limits are on: some may be narrowed to a route) also the route that
+    will answer, a cached lookup the service repeats the same way."""
+    trace.tenant_id = invocation.tenant_id
+    trace.user_id = invocation.user_id or ""
+    trace.provider = getattr(invocation, "provider", "") or ""
+    trace.model = getattr(invocation, "model", "") or ""
+    if routes is not None and trace.route is None and trace.provider:
+        resolution = routes.resolve(model_type, trace.provider, trace.model, trace.tenant_id)
+        if resolution is not None:
+            trace.route = resolution.route_label
 
 
 class UsageSink(Protocol):

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.accounting import identify
 from gateway.adapters.registry import Backends
 from gateway.admin.app import build_admin_app
 from gateway.admin.source import AdminSource
@@ -48,12 +49,11 @@ from gateway.http import (
 from gateway.key_guard import KeyGuard
 from gateway.observe import BODY_KEY, InnerRequestObserver
 from gateway.probes import Probes
-from gateway.protocol.requests import InvokeRequest
 from gateway.reload import ConfigWatcher, Reloader, take_early_sighup
 from gateway.serverless.endpoint import ServerlessEndpoint
 from gateway.serverless.wire import TRANSACTION_PATH
 from gateway.services import Services, ServicesLifecycle, build_services
-from gateway.trace import Trace, current_trace
+from gateway.trace import current_trace
 
 log = logging.getLogger("dify_gateway")
 ADMIN_PREFIX = "/admin"  # the management API (gateway.admin)
@@ -63,20 +63,6 @@ def _set_outcome(outcome: str) -> None:
     trace = current_trace.get()
     if trace is not None:
         trace.outcome = outcome
-
-
-def _identify(trace: Trace, services: Services, endpoint: Endpoint[Any], invocation: InvokeRequest) -> None:
-    """Who asks for what, on the trace (for the ledger and the budgets), and, for budgets
-    narrowed to a route, the route that will answer (a cached lookup; the service resolves
-    it again the same way)."""
-    trace.tenant_id = invocation.tenant_id
-    trace.user_id = invocation.user_id or ""
-    trace.provider = getattr(invocation, "provider", "") or ""
-    trace.model = getattr(invocation, "model", "") or ""
-    if services.governor is not None and trace.route is None and trace.provider:
-        resolution = services.routes.resolve(endpoint.model_type, trace.provider, trace.model, trace.tenant_id)
-        if resolution is not None:
-            trace.route = resolution.route_label
 
 
 class Generation:
@@ -304,7 +290,7 @@ class Gateway:
         invocation = parse_model(endpoint.request_model, parse_json_object(body))
         trace = current_trace.get()
         if trace is not None:
-            _identify(trace, services, endpoint, invocation)
+            identify(trace, invocation, endpoint.model_type, services.routes if services.governor else None)
             await services.accounting.admit(trace)
         if endpoint.stream is not None:
             return await stream_response(

@@ -18,6 +18,8 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -26,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.accounting import identify
 from gateway.config import ServerlessConfig
 from gateway.endpoints import BY_INVOKE_TYPE, Endpoint
 from gateway.errors import BadRequest, Forbidden, GatewayError, MethodNotAllowed, NotFound, Unauthorized
@@ -42,6 +45,7 @@ from gateway.serverless.wire import (
     request_ids,
 )
 from gateway.services import Services
+from gateway.trace import Trace, current_trace
 
 log = logging.getLogger("dify_gateway")
 
@@ -161,27 +165,50 @@ class ServerlessEndpoint:
             return
         started = False  # errors before the first chunk read "invoke ... failed", after it "read ... failed"
         view = endpoint.plugin_view
+        services = self._services
+        # Recorded like an inner-API invocation: the services fill the trace, the tenant's
+        # budgets and rate limits admit it first, and it becomes one ledger row.
+        trace = Trace(
+            request_id=transaction.backwards_request_id or os.urandom(8).hex(), model_type=endpoint.model_type
+        )
+        token = current_trace.set(trace)
+        began, wall_start = time.perf_counter(), time.time()
+        first_byte: float | None = None
+        outcome = "ok"
         try:
+            identify(trace, invocation, endpoint.model_type, services.routes if services.governor else None)
+            await services.accounting.admit(trace)
             if endpoint.stream is not None:
-                async with aclosing(endpoint.stream(self._services, invocation)) as chunks:
+                async with aclosing(endpoint.stream(services, invocation)) as chunks:
                     async for chunk in chunks:
-                        started = True
+                        if not started:
+                            started, first_byte = True, time.perf_counter() - began
                         yield writer.response("stream", view(chunk))
                 yield writer.end()
             else:
                 assert endpoint.unary is not None
-                result = await endpoint.unary(self._services, invocation)
+                result = await endpoint.unary(services, invocation)
                 # Result and end in one write: the SDK stops reading after a unary result.
                 yield writer.response("struct", view(result)) + writer.end()
         except GatewayError as exc:
+            outcome = trace.outcome or (
+                "client_error" if 400 <= exc.status < 500 and not trace.attempts else "upstream_error"
+            )
             message = self._redact(exc.message)
             log.warning("serverless %s failed: %s", transaction.invoke_type, message)
             verb = "read" if started else "invoke"
             yield writer.error(f"{verb} {endpoint.label} failed: request failed: {message}") + writer.end()
         except Exception:
+            outcome = "error"
             log.exception("unexpected error in a serverless %s invocation", transaction.invoke_type)
             verb = "read" if started else "invoke"
             yield writer.error(f"{verb} {endpoint.label} failed: {INTERNAL_ERROR}") + writer.end()
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"  # the plugin hung up
+            raise
+        finally:
+            services.accounting.record(trace, outcome, 200, time.perf_counter() - began, first_byte, wall_start)
+            current_trace.reset(token)
 
     async def _with_heartbeats(self, events: AsyncGenerator[bytes, None], writer: EventWriter) -> AsyncIterator[bytes]:
         """``events`` with a blank line every ``heartbeat_s`` while the next one is pending.

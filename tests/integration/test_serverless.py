@@ -12,16 +12,19 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from starlette.types import Receive, Scope, Send
 
 from gateway.app import Gateway, create_app
 from gateway.config import ServerlessConfig, parse_config
 from gateway.serverless.endpoint import ServerlessEndpoint
 from gateway.serverless.wire import TRANSACTION_PATH
+from gateway.usage.schema import usage
 from tests.fakes.upstream import (
     Chat,
     Embeddings,
@@ -335,3 +338,43 @@ def test_key_in_the_url_user_info_as_the_sdk_sends_it(server: Server, fake: Fake
     assert refused.status == 401 and [e["event"] for e in refused.events] == ["error", "end"]
     # At most the accepted call went upstream (the module's gateway may have the vector cached).
     assert fake.count("/v1/embeddings") <= 1
+
+
+def test_serverless_invocations_are_recorded_and_held_to_the_tenants_budget(tmp_path: Path, fake: FakeUpstream) -> None:
+    """Answered by the gateway, so on the usage ledger and under the tenant's budgets like
+    an inner-API call: one row with the reply's tokens, then a refusal event once over."""
+    database = f"sqlite:///{tmp_path / 'usage.db'}"
+    target = {"model": "openai/{model}", "api_base": fake.base_url, "api_key": "sk-test"}
+    config = {
+        "dify": {"inner_api_key": "inner"},
+        "routes": [{"match": {"type": "llm", "provider": "openai"}, "targets": [target]}],
+        "ledger": {"database_url": database, "flush_interval_ms": 50},
+        "budgets": {"default": [{"period": "day", "usd": "0.01"}]},
+    }
+    fake.script("gpt-4o-mini", Chat(deltas=["spent"], usage=(100_000, 50_000)))  # ~$0.045
+    payload = sdk_payload(load_vector("01")["request"], "llm")
+    gateway = create_app(parse_config(config, "<test>", env={}))
+    with Server(TransactionApp(gateway, heartbeat_s=0.1)) as running:
+        first = send(running, sdk_transaction("llm", payload, "paid-1"))
+        refused = None
+        for i in range(20):  # the charge lands in the background, within moments
+            reply = send(running, sdk_transaction("llm", payload, f"after-{i}"))
+            if reply.events[0]["event"] == "error":
+                refused = reply
+                break
+        calls = fake.count("/v1/chat/completions")
+    assert [e["event"] for e in first.events][-1] == "end" and first.events[0]["event"] == "response"
+    assert refused is not None, "the tenant was never refused"
+    assert "daily budget" in refused.events[0]["message"] and "$0.01" in refused.events[0]["message"]
+    assert calls <= 1 + 19
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as connection:
+            rows = [dict(r._mapping) for r in connection.execute(sa.select(usage))]
+    finally:
+        engine.dispose()
+    paid = [r for r in rows if r["request_id"] == "paid-1"]
+    assert len(paid) == 1
+    assert (paid[0]["tenant_id"], paid[0]["model_type"], paid[0]["outcome"]) == ("tenant-1", "llm", "ok")
+    assert (paid[0]["tokens_in"], paid[0]["tokens_out"]) == (100_000, 50_000) and paid[0]["price_usd"] > 0
+    assert any(r["outcome"] == "budget_exceeded" for r in rows)
