@@ -22,6 +22,7 @@ from tests.fakes.upstream import Chat, FakeUpstream
 from tests.integration.test_governance import routes
 from tests.support.client import llm_request, post_stream
 from tests.support.daemon import read_stream_reply
+from tests.support.pacing import open_loop as paced
 from tests.support.postgres import PrivatePostgres, fresh_database
 from tests.support.redis import free_port
 from tests.support.server import TEST_KEY, GatewayProcess, gateway_config
@@ -64,8 +65,6 @@ def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
 async def open_loop(url: str, rate: float, stop: asyncio.Event, results: list[Result]) -> None:
     """Non-stream LLM calls at ``rate`` per second, each with its own x-request-id, until ``stop``."""
     body = orjson.dumps(llm_request("gpt-4o-mini", stream=False))
-    started = time.perf_counter()
-    pending: set[asyncio.Task[None]] = set()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def one() -> None:
@@ -78,16 +77,7 @@ async def open_loop(url: str, rate: float, stop: asyncio.Event, results: list[Re
             except aiohttp.ClientError as exc:
                 results.append((request_id, -1, f"transport: {exc!r}"))
 
-        sent = 0
-        while not stop.is_set():
-            delay = started + sent / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            sent += 1
-        await asyncio.gather(*pending)
+        await paced(rate, stop, one)
 
 
 def ledger_config(url: str, **values: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import orjson
 from tests.fakes.upstream import Chat, FakeUpstream
 from tests.support.client import llm_request
 from tests.support.daemon import read_stream_reply
+from tests.support.pacing import open_loop
 from tests.support.server import TEST_KEY, GatewayProcess
 
 HEADERS = {"X-Inner-Api-Key": TEST_KEY}
@@ -84,8 +85,6 @@ async def _load(url: str, rate: float, stop: asyncio.Event, results: list[tuple[
     """Open-loop LLM calls at ``rate`` per second until ``stop``; each result is
     (status, the daemon's error or None, the target header)."""
     body = orjson.dumps(llm_request(stream=False))
-    started = time.perf_counter()
-    pending: set[asyncio.Task[None]] = set()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def one() -> None:
@@ -97,17 +96,7 @@ async def _load(url: str, rate: float, stop: asyncio.Event, results: list[tuple[
             except aiohttp.ClientError as exc:
                 results.append((-1, f"transport: {exc!r}", ""))
 
-        sent = 0
-        while not stop.is_set():
-            due = started + sent / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            sent += 1
-        await asyncio.gather(*pending)
+        await open_loop(rate, stop, one)
 
 
 def test_twenty_reloads_under_400_requests_per_second_fail_nothing(tmp_path: Path, fake: FakeUpstream) -> None:
