@@ -5,8 +5,9 @@ logged and shown in the console). A valid one becomes a new ``Services`` around 
 long-lived objects (``gateway.services.rebuild_services``) and is swapped in at once: a
 request already running finishes on the services it started with. Settings whose objects
 cannot be rebuilt under running requests (the listener, the cache, tracing, the console,
-the breakers' thresholds, the inner API key) keep their running values and are reported
-as needing a restart.
+the ledger, the breakers' thresholds, the inner API key) keep their running values and are
+reported as needing a restart. Budgets and rate limits change in place (the governor keeps
+its counters), unless the process started with neither.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ ReloadResult = Literal["applied", "unchanged", "invalid"]
 # in-flight cap, logging set-up) are read once at start-up.
 LIVE_SERVER_SETTINGS = frozenset({"request_log", "max_body_bytes", "preload_local_models"})
 # Whole sections read once at start-up.
-RESTART_SECTIONS = ("cache", "tracing", "console", "ledger", "budgets", "rate_limits")
+RESTART_SECTIONS = ("cache", "tracing", "console", "ledger")
+# Budgets and rate limits change live, except switched on in a process that started with
+# neither (it has no governor to count them; see gateway.limits.build_governor).
+GOVERNANCE_SECTIONS = ("budgets", "rate_limits")
 
 # A SIGHUP that arrives while a process is still starting (loading the configuration,
 # models, the ledger) is remembered here and applied once it serves: the file may have
@@ -80,7 +84,11 @@ def keep_restart_settings(running: GatewayConfig, loaded: GatewayConfig) -> tupl
     the dotted names of those that differed (what the operator must restart to apply)."""
     changed: list[str] = []
     update: dict[str, Any] = {}
-    for section in RESTART_SECTIONS:
+    sections = list(RESTART_SECTIONS)
+    governed = running.budgets.enabled or running.rate_limits.enabled
+    if not governed and (loaded.budgets.enabled or loaded.rate_limits.enabled):
+        sections += GOVERNANCE_SECTIONS
+    for section in sections:
         changed += _changed_fields(section, getattr(running, section), getattr(loaded, section))
         update[section] = getattr(running, section)
     server_fixed = [name for name in type(running.server).model_fields if name not in LIVE_SERVER_SETTINGS]
@@ -160,6 +168,8 @@ class Reloader:
         except (GatewayError, ValueError) as exc:
             message = exc.message if isinstance(exc, GatewayError) else str(exc)
             return self._record(trigger, "invalid", f"{self.path or '<embedded defaults>'}: {message}", [])
+        if services.governor is not None:  # kept across reloads (its counters); the limits are new
+            services.governor.update(services.config.budgets, services.config.rate_limits)
         self._swap(services)
         preload = preload_list(added, config.server.preload_local_models)
         if preload:

@@ -121,6 +121,7 @@ class Governor:
         max_pending_settles: int = MAX_PENDING_SETTLES,
         settle_interval_s: float = SETTLE_INTERVAL_S,
     ) -> None:
+        self._namespace = namespace
         self._rules = Rules(budgets, rate_limits, namespace)
         self._primary = counters
         self._fallback = None if isinstance(counters, MemoryCounters) else MemoryCounters()
@@ -153,6 +154,15 @@ class Governor:
         self.settles_dropped = 0
         self.charges_in_process = 0
         self.history_failures = 0
+
+    def update(self, budgets: BudgetsConfig, rate_limits: RateLimitsConfig) -> None:
+        """New budgets and rate limits (a configuration reload): the next admit uses them.
+        Counters are kept, so what a tenant spent this window, or asked this minute, still
+        counts against the new figures; settles already queued charge under their old rules."""
+        self._rules = Rules(budgets, rate_limits, self._namespace)
+        self._windows = WindowClock(ZoneInfo(budgets.timezone))
+        self._budget_mode = budgets.on_redis_error
+        self._rate_mode = rate_limits.on_redis_error
 
     # -- the hot path ---------------------------------------------------------------------
 

@@ -370,3 +370,72 @@ def test_an_early_sighup_is_remembered_once() -> None:
         assert not take_early_sighup()
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def _governed(rpm: int | None = None, usd: str | None = None) -> dict[str, Any]:
+    extra: dict[str, Any] = {"ledger": {"enabled": False}}
+    if rpm is not None:
+        extra["rate_limits"] = {"default": {"rpm": rpm}}
+    if usd is not None:
+        extra["budgets"] = {"default": [{"period": "day", "usd": usd}]}
+    return _document(**extra)
+
+
+async def _admitted(gateway: Gateway, tenant: str, times: int) -> int:
+    from gateway.errors import BudgetExceeded, RateLimited
+    from gateway.limits import Caller
+
+    assert gateway.services.governor is not None
+    caller = Caller(tenant_id=tenant, user_id="u", model_type="llm", provider="openai", model="gpt", route="chat")
+    admitted = 0
+    for _ in range(times):
+        try:
+            await gateway.services.governor.admit(caller)
+        except (BudgetExceeded, RateLimited):
+            continue
+        admitted += 1
+    return admitted
+
+
+@pytest.mark.asyncio
+async def test_budgets_and_rate_limits_change_live_and_keep_what_was_counted(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from gateway.limits import Caller
+
+    path = tmp_path / "gateway.yaml"
+    gateway = _gateway(path, _governed(rpm=2, usd="1"))
+    governor = gateway.services.governor
+    assert governor is not None
+    assert await _admitted(gateway, "busy", 4) == 2
+    spender = Caller(tenant_id="spender", user_id="u", model_type="llm", provider="openai", model="gpt", route="chat")
+    governor.settle(spender, Decimal("0.80"), 0)
+    await governor.flush()
+    assert await _admitted(gateway, "spender", 1) == 1  # $0.80 of $1
+    _write(path, _governed(rpm=5, usd="0.5"))
+
+    status = await gateway.reloader.reload("SIGHUP")
+
+    assert (status.result, status.needs_restart) == ("applied", [])
+    assert gateway.services.governor is governor  # the same counters
+    assert await _admitted(gateway, "fresh", 8) == 5  # the new rate, at once
+    assert await _admitted(gateway, "spender", 1) == 0  # what was spent still counts: $0.80 of $0.50
+    _write(path, _governed())  # neither: everything admitted
+    assert (await gateway.reloader.reload("SIGHUP")).result == "applied"
+    assert await _admitted(gateway, "busy", 20) == 20
+    assert await _admitted(gateway, "spender", 3) == 3
+
+
+@pytest.mark.asyncio
+async def test_budgets_switched_on_where_none_were_need_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    gateway = _gateway(path, _governed())
+    assert gateway.services.governor is None
+    _write(path, _governed(rpm=5, usd="1"))
+
+    status = await gateway.reloader.reload("SIGHUP")
+
+    assert status.result == "unchanged"
+    assert "rate_limits.default" in status.needs_restart and "budgets.default" in status.needs_restart
+    assert gateway.services.governor is None
+    assert not gateway.services.config.rate_limits.enabled
