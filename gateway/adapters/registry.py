@@ -31,6 +31,7 @@ from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
 from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
 from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
+from gateway.adapters.local.chat import LocalLLMSettings
 from gateway.adapters.native_rerank import NativeRerank
 from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding
 from gateway.config.backends import BackendKind
@@ -69,6 +70,8 @@ class Backends:
         self._litellm_moderation = LiteLLMModerationAdapter(self.openai_clients)
         self._tei = TeiAdapter(self.http)
         self._local: LocalModels | None = None
+        # The embedded LLM's pool, set from the configuration before the models are set up.
+        self.local_llm = LocalLLMSettings()
         self._releases: set[asyncio.Task[int]] = set()
         # Told of every embedded model process that is replaced: (model, "crash" | "timeout").
         self.on_local_restart: Callable[[str, str], None] | None = None
@@ -76,6 +79,7 @@ class Backends:
         self._chat: dict[BackendKind, Callable[[], ChatAdapter]] = {
             "litellm": lambda: self._litellm_chat,
             "openai": lambda: self._native_chat,
+            "local": lambda: self.local.chat(),
         }
         self._embedding: dict[BackendKind, Callable[[], EmbeddingAdapter]] = {
             "litellm": lambda: self._litellm_embedding,
@@ -108,7 +112,7 @@ class Backends:
         if self._local is None:
             from gateway.adapters.local.runtime import LocalModels
 
-            self._local = LocalModels(on_restart=self._local_restarted)
+            self._local = LocalModels(llm=self.local_llm, on_restart=self._local_restarted)
         return self._local
 
     def _local_restarted(self, model: str, reason: str) -> None:
@@ -177,7 +181,5 @@ class Backends:
         client = target.backend.client(model_type)
         make = table.get(client) if client is not None else None
         if make is None:  # configuration validation refuses these; a hand-built target may not be
-            if target.backend.kind == "local" and model_type == "llm":
-                raise NoRoute(f"target {target.model!r}: the gateway has no embedded LLM; route llm calls to a backend")
             raise NoRoute(f"target {target.model!r}: backend {target.backend.kind} cannot serve {model_type}")
         return make()

@@ -71,6 +71,22 @@ def _not_blank(key: SecretStr) -> SecretStr:
 NonBlankSecret = Annotated[SecretStr, AfterValidator(_not_blank)]
 
 
+class LocalLLMConfig(_Strict):
+    """The embedded LLM (``local/smollm2-135m-instruct``): one model process per instance,
+    each running one generation at a time (~170 MB each, in every worker)."""
+
+    instances: int = Field(default=1, ge=1, le=16)
+    # llama.cpp threads per instance: 1 leaves the other cores to the event loop and the
+    # other models (2 threads on a busy 2-core machine were slower, not faster).
+    threads: int = Field(default=1, ge=1, le=64)
+    # Prompt and answer together, in tokens (the model was trained on 8,192).
+    context_tokens: int = Field(default=4096, ge=256, le=8192)
+    # A call waits this long for a free instance, then gets an "overloaded" error; at most
+    # max_waiting calls wait at once (the others get it at once).
+    max_wait_s: float = Field(default=30.0, gt=0, le=3600)
+    max_waiting: int = Field(default=64, ge=0, le=100_000)
+
+
 class ServerConfig(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -121,6 +137,7 @@ class ServerConfig(_Strict):
     # every watch_interval_s; a Kubernetes ConfigMap volume's symlink swap counts.
     watch_config: bool = False
     watch_interval_s: float = Field(default=2.0, ge=0.1, le=3600)
+    local_llm: LocalLLMConfig = Field(default_factory=LocalLLMConfig)
 
 
 class DifyConfig(_Strict):
@@ -596,8 +613,10 @@ class GatewayConfig(_Strict):
     def _summary_model_is_remote(cls, target: TargetConfig | None) -> TargetConfig | None:
         if target is None:
             return None
-        if is_local(target.model):
-            raise ValueError(f"{target.model!r}: the summary needs an LLM backend; there is no embedded LLM")
+        if is_local(target.model) and target.model not in LOCAL_MODELS["llm"]:
+            raise ValueError(
+                f"{target.model!r}: the summary needs an LLM; the embedded one is {', '.join(LOCAL_MODELS['llm'])}"
+            )
         problem = backend_problem(target, target.model, "llm")
         if problem is not None:
             raise ValueError(f"summary_model {target.model!r}: {problem}")

@@ -131,8 +131,6 @@ def backend_problem(target: TargetConfig, model: str, model_type: str) -> str | 
     backend = resolve_backend(target, model)
     client = backend.client(model_type)
     if client is None:
-        if backend.kind == "local" and model_type == "llm":
-            return "the gateway has no embedded LLM; route llm calls to a backend"
         served = ", ".join(sorted(KIND_TYPES[backend.kind]))
         return f"backend {backend.kind} cannot serve {model_type} (it serves {served})"
     if client == "tei" and not target.api_base:

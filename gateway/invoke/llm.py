@@ -50,7 +50,10 @@ class LLMService:
         )
         if isinstance(request, StructuredOutputInvokeRequest):
             info = self._model_map.lookup(target.model)
-            native = use_native(target.config.structured_output, info.supports_response_schema)
+            # The embedded LLM always decodes by the schema's grammar.
+            native = target.backend.kind == "local" or use_native(
+                target.config.structured_output, info.supports_response_schema
+            )
             apply_schema(call, request.structured_output_schema, native)
         return call
 

@@ -9,9 +9,17 @@ length-prefixed messages (pickles; both ends are this package):
 
     child -> parent   ("ready", pid)  or  ("failed", reason)       once, after loading
     parent -> child   (function, args)                             one call: function(model, *args)
-    child -> parent   ("ok", result)                               or
+    child -> parent   ("item", value) ...                          while a generator call yields
+                      ("ok", result)                               or
                       ("error", error class name, message)         a ``GatewayError`` it raised
                       ("failed", exception type name, traceback)   anything else
+    parent -> child   b"cancel"                                    stop a generator call at its
+                                                                   next item (then ("ok", None));
+                                                                   ignored between calls
+
+A call whose function returns a generator streams: each value it yields goes back as an
+"item" (``None`` is not sent: it only lets the child look for a cancel between values), and
+the call ends with ("ok", None) when the generator is exhausted or cancelled.
 
 The child ignores SIGINT and SIGTERM (a terminal's Ctrl-C or a signal sent to the process
 group reaches it too, and the gateway's drain must finish its calls first); it exits when the
@@ -27,11 +35,14 @@ import pickle
 import signal
 import sys
 import traceback
+from collections.abc import Generator
 from multiprocessing.connection import Connection
 from typing import Any
 
 from gateway.catalog import INSTALL_HINT
 from gateway.errors import GatewayError
+
+CANCEL = b"cancel"
 
 
 def main(argv: list[str]) -> int:
@@ -54,9 +65,17 @@ def main(argv: list[str]) -> int:
             request = conn.recv_bytes()
         except (EOFError, OSError):
             return 0  # the gateway closed the connection: shut down
+        if request == CANCEL:
+            continue  # a cancel that arrived after its call had ended
         try:
             function, args = pickle.loads(request)
-            reply: tuple[Any, ...] = ("ok", function(model, *args))
+            result = function(model, *args)
+            if isinstance(result, Generator):
+                _stream(conn, result)
+                result = None
+            reply: tuple[Any, ...] = ("ok", result)
+        except _ParentGone:
+            return 0
         except GatewayError as exc:
             reply = ("error", type(exc).__name__, exc.message)
         except ImportError as exc:
@@ -73,6 +92,24 @@ def main(argv: list[str]) -> int:
             conn.send(reply)
         except (OSError, ValueError):
             return 0
+
+
+class _ParentGone(Exception):
+    """The connection closed while a generator call was streaming."""
+
+
+def _stream(conn: Connection, values: Generator[Any, None, None]) -> None:
+    """Send what ``values`` yields until it ends or the parent sends ``CANCEL``."""
+    try:
+        for value in values:
+            if conn.poll(0) and conn.recv_bytes() == CANCEL:
+                return
+            if value is not None:
+                conn.send(("item", value))
+    except (EOFError, OSError):
+        raise _ParentGone() from None
+    finally:
+        values.close()
 
 
 def _resolve(ref: str) -> Any:

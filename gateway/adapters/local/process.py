@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -21,10 +22,15 @@ from typing import Any
 
 import gateway
 from gateway import errors
+from gateway.adapters.local.child import CANCEL
 
 # Loading reads the weights and may compile kernels; far more than any model here needs.
 LOAD_TIMEOUT_S = 120.0
 _CHILD_MODULE = "gateway.adapters.local.child"
+# How long a cancelled streaming call may take to end (a model stops within one token).
+CANCEL_GRACE_S = 5.0
+# How often a streaming call looks for a cancel while it waits for the child.
+_POLL_S = 0.05
 # The directory that holds the ``gateway`` package, for the child's import path.
 _PACKAGE_ROOT = str(Path(gateway.__file__).resolve().parent.parent)
 
@@ -119,6 +125,44 @@ class ModelProcess:
             raise ChildCrashed(self.ended_how()) from None
         if reply[0] == "ok":
             return reply[1]
+        if reply[0] == "error":
+            raise _gateway_error(reply[1], reply[2])
+        raise ChildFailed(reply[1], reply[2])
+
+    def stream(
+        self, request: bytes, deadline: float | None, on_item: Callable[[Any], None], cancelled: threading.Event
+    ) -> None:
+        """Like ``call`` for a function that yields: ``on_item`` gets each value as it comes.
+
+        Once ``cancelled`` is set the child is told to stop at its next value (a model
+        between two tokens); it then has ``CANCEL_GRACE_S`` to end the call before it is
+        treated as hung.
+        """
+        try:
+            self._conn.send_bytes(request)
+            told = False
+            while True:
+                if cancelled.is_set() and not told:
+                    self._conn.send_bytes(CANCEL)
+                    told = True
+                    cancel_deadline = time.monotonic() + CANCEL_GRACE_S
+                    deadline = cancel_deadline if deadline is None else min(deadline, cancel_deadline)
+                # Short waits, so a cancel is passed on while the child is still busy.
+                wait = _POLL_S if deadline is None else min(_POLL_S, max(0.0, deadline - time.monotonic()))
+                if not self._conn.poll(wait):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.kill()
+                        raise ChildHung()
+                    continue
+                reply = self._conn.recv()
+                if reply[0] == "item":
+                    on_item(reply[1])
+                    continue
+                break
+        except (EOFError, OSError):
+            raise ChildCrashed(self.ended_how()) from None
+        if reply[0] == "ok":
+            return
         if reply[0] == "error":
             raise _gateway_error(reply[1], reply[2])
         raise ChildFailed(reply[1], reply[2])

@@ -12,13 +12,16 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.adapters.local.chat import InstancePool, LocalChat, LocalLLMSettings
 from gateway.adapters.local.embedding import E5Engine, LocalEmbedding
+from gateway.adapters.local.llm_engine import SmolLM2
 from gateway.adapters.local.moderation import LocalModeration, Rules
 from gateway.adapters.local.slot import ModelSlot, RestartHook
 from gateway.adapters.local.speech import Espeak, LocalSpeech
 from gateway.adapters.local.transcription import LocalTranscription, WhisperEngine
 from gateway.catalog import (
     EMBEDDING_MODEL,
+    LLM_MODEL,
     MODERATION_MODEL,
     REQUIRED_PACKAGES,
     STT_MODEL,
@@ -47,7 +50,13 @@ def _prefer_sleeping_openmp_threads() -> None:
 
 
 class LocalModels:
-    def __init__(self, *, stt_threads: int | None = None, on_restart: RestartHook | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        stt_threads: int | None = None,
+        llm: LocalLLMSettings | None = None,
+        on_restart: RestartHook | None = None,
+    ) -> None:
         _prefer_sleeping_openmp_threads()  # before any model process starts: they inherit it
         threads = stt_threads or default_stt_threads()
         local = "gateway.adapters.local"
@@ -57,13 +66,24 @@ class LocalModels:
             STT_MODEL, f"{local}.transcription:WhisperEngine", {"cpu_threads": threads}, on_restart=on_restart
         )
         self._moderation = ModelSlot[Rules](MODERATION_MODEL, f"{local}.moderation:load_rules", on_restart=on_restart)
-        self._slots: dict[str, ModelSlot[Any]] = {
+        llm = llm or LocalLLMSettings()
+        llm_options = {"threads": llm.threads, "context_tokens": llm.context_tokens}
+        self._llm = InstancePool(
+            [
+                ModelSlot[SmolLM2](LLM_MODEL, f"{local}.llm_engine:load", llm_options, on_restart=on_restart)
+                for _ in range(llm.instances)
+            ],
+            llm,
+        )
+        self._slots: dict[str, ModelSlot[Any] | InstancePool] = {
             slot.name: slot for slot in (self._e5, self._tts, self._stt, self._moderation)
         }
+        self._slots[LLM_MODEL] = self._llm
         self._embedding = LocalEmbedding(self._e5)
         self._speech = LocalSpeech(self._tts)
         self._transcription = LocalTranscription(self._stt)
         self._moderator = LocalModeration(self._moderation)
+        self._chat = LocalChat(self._llm)
 
     async def preload(self, names: Iterable[str]) -> None:
         """Load the named models (catalog names), each on its own worker, concurrently.
@@ -96,6 +116,10 @@ class LocalModels:
         """The process id of each model whose process is up."""
         return {name: pid for name, slot in self._slots.items() if (pid := slot.pid) is not None}
 
+    def llm_processes(self) -> list[int]:
+        """The process ids of the LLM's instances that are up."""
+        return self._llm.pids()
+
     def restarts(self) -> dict[str, int]:
         """How many times each model's process was replaced after a crash or a hang."""
         return {name: slot.restarts for name, slot in self._slots.items()}
@@ -105,6 +129,9 @@ class LocalModels:
         processes exit."""
         for slot in self._slots.values():
             slot.close()
+
+    def chat(self) -> LocalChat:
+        return self._chat
 
     def embedding(self) -> LocalEmbedding:
         """Both the ``EmbeddingAdapter`` and the ``RerankAdapter``."""

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -117,7 +117,7 @@ class ModelSlot(Generic[M]):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._executor, self._call, work, args, timeout_s, deadline, where)
+            future = loop.run_in_executor(self._executor, self._call, _one_call, work, args, timeout_s, deadline, where)
         except RuntimeError:  # the executor was shut down
             raise UpstreamUnavailable(f"{self.name}: the embedded models are shut down ({where})") from None
         try:
@@ -134,6 +134,46 @@ class ModelSlot(Generic[M]):
                 raise  # the caller was cancelled
             # Nobody cancelled the caller: close() dropped the queued work.
             raise UpstreamUnavailable(f"{self.name}: the embedded models are shut down ({where})") from None
+
+    async def stream(
+        self, work: Callable[..., Iterator[R]], *args: Any, timeout_s: float, where: str
+    ) -> AsyncIterator[R]:
+        """The values ``work(model, *args)`` yields in the model's process, as they come.
+
+        Closing the iterator early (the caller stopped reading: a hang-up, a deadline)
+        stops the work at its next value; the process stays up for the next call.
+        """
+        deadline = time.monotonic() + timeout_s
+        loop = asyncio.get_running_loop()
+        values: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def on_item(value: Any) -> None:
+            loop.call_soon_threadsafe(values.put_nowait, (True, value))
+
+        def exchange(process: ModelProcess, request: bytes, deadline: float | None) -> None:
+            process.stream(request, deadline, on_item, cancelled)
+
+        try:
+            future = loop.run_in_executor(self._executor, self._call, exchange, work, args, timeout_s, deadline, where)
+        except RuntimeError:
+            raise UpstreamUnavailable(f"{self.name}: the embedded models are shut down ({where})") from None
+        # Runs on the loop after every value the worker passed on (both go through the loop's queue).
+        future.add_done_callback(lambda done: values.put_nowait((False, done)))
+        future.add_done_callback(_retrieved)  # an error nobody reads after an early close is not logged
+        try:
+            while True:
+                more, value = await values.get()
+                if more:
+                    yield value
+                    continue
+                try:
+                    value.result()
+                except asyncio.CancelledError:
+                    raise UpstreamUnavailable(f"{self.name}: the embedded models are shut down ({where})") from None
+                return
+        finally:
+            cancelled.set()  # a no-op once the call is over
 
     def close(self) -> None:
         """Stop without waiting: queued calls are dropped, a running one finishes, then the
@@ -153,7 +193,13 @@ class ModelSlot(Generic[M]):
     # --- on the worker thread -------------------------------------------------------------
 
     def _call(
-        self, work: Callable[..., R], args: tuple[Any, ...], timeout_s: float | None, deadline: float | None, where: str
+        self,
+        exchange: Callable[[ModelProcess, bytes, float | None], R],
+        work: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout_s: float | None,
+        deadline: float | None,
+        where: str,
     ) -> R:
         if deadline is not None and time.monotonic() >= deadline:
             raise UpstreamTimeout(
@@ -169,7 +215,7 @@ class ModelSlot(Generic[M]):
                 raise UpstreamUnavailable(f"{self.name}: the embedded models are shut down ({where})")
             self._busy = True
         try:
-            result: R = process.call(request, deadline)
+            result = exchange(process, request, deadline)
         except ChildCrashed as exc:
             self._lost(process, "crash", f"crashed ({exc.how})")
             if digest is None:
@@ -290,6 +336,15 @@ class ModelSlot(Generic[M]):
                 self._executor.submit(job)
             except RuntimeError:  # shut down meanwhile
                 pass
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _one_call(process: ModelProcess, request: bytes, deadline: float | None) -> Any:
+    return process.call(request, deadline)
 
 
 def _loaded(_model: object) -> None:
