@@ -193,7 +193,7 @@ def test_status_shows_routes_and_state_but_no_secrets(gateway: GatewayServer, fa
     assert status["version"] and status["uptime_s"] >= 0 and status["ready"] is True
     assert status["draining"] is False and status["in_flight"] == 0
     routes = {r["route"]: r for r in status["routes"]}
-    assert list(routes)[:3] == ["fake-llm", "never-called", "local-text-embedding"]
+    assert list(routes)[:3] == ["fake-llm", "never-called", "local-llm"]
     (unused,) = routes["never-called"]["targets"]
     assert unused == {
         "model": "openai/{model}",

@@ -1,5 +1,6 @@
-"""The gateway with its embedded defaults (no routes configured): every non-LLM type is
-answered by the real embedded models, through HTTP, read the way the daemon reads it."""
+"""The gateway with its embedded defaults (no routes configured): every model type is
+answered by the real embedded models, through HTTP, read the way the daemon reads it (the
+LLM's own behaviour: test_embedded_llm.py)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def test_readiness_lists_the_loaded_models(gateway: GatewayServer) -> None:
     """Whisper loads on its first call (this module's first test runs before any)."""
     body = httpx.get(f"{gateway.url}/readyz").json()
     assert body["embedded_models"] == {
+        "local/smollm2-135m-instruct": "ready",
         "local/multilingual-e5-small": "ready",
         "local/espeak-ng": "ready",
         "local/whisper-tiny.en": "not loaded",
@@ -163,10 +165,12 @@ def test_summary_without_a_model_is_a_clear_error(gateway: GatewayServer) -> Non
     assert reply.error is not None and "summary_model" in reply.error
 
 
-def test_llm_has_no_default_route(gateway: GatewayServer) -> None:
-    body = {**invoke_body("llm", "gpt-4o-mini"), "mode": "chat", "prompt_messages": [], "stream": True}
+def test_llm_calls_of_any_provider_and_model_go_to_the_embedded_llm(gateway: GatewayServer) -> None:
+    messages = [{"role": "user", "content": "Say hi"}]
+    body = {**invoke_body("llm", "gpt-4o-mini"), "mode": "chat", "prompt_messages": messages, "stream": True}
     reply = post_stream(gateway.url, "/inner/api/invoke/llm", body)
-    assert reply.status == 404 and reply.outcome.error is not None and "no route for llm" in reply.outcome.error
+    assert reply.status == 200 and reply.outcome.error is None and reply.text.strip()
+    assert reply.headers["x-dify-gateway-target"] == "local/smollm2-135m-instruct"
 
 
 @pytest.mark.asyncio

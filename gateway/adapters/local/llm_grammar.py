@@ -89,7 +89,7 @@ def tool_grammar(tools: Sequence[ToolSpec], mode: ToolMode, to_grammar: ToGramma
     schema = tool_call_schema(tools)
     try:
         grammar = to_grammar(orjson.dumps(schema).decode())
-    except (ValueError, RuntimeError):
+    except Exception:  # llama.cpp's converter raises ValueError, RuntimeError, even AssertionError
         # A parameters schema the converter does not take: any arguments object instead.
         grammar = to_grammar(orjson.dumps(tool_call_schema([ToolSpec(t.name, ANY_OBJECT) for t in tools])).decode())
     grammar = _trim_root_space(grammar)
@@ -102,7 +102,7 @@ def tool_grammar(tools: Sequence[ToolSpec], mode: ToolMode, to_grammar: ToGramma
 def _convert(schema: dict[str, Any], to_grammar: ToGrammar) -> str:
     try:
         return to_grammar(orjson.dumps(schema).decode())
-    except (ValueError, RuntimeError, TypeError):
+    except Exception:  # llama.cpp's converter raises ValueError, RuntimeError, even AssertionError
         return to_grammar(orjson.dumps(ANY_OBJECT).decode())
 
 

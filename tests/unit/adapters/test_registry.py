@@ -14,6 +14,7 @@ from gateway.adapters.litellm_moderation import LiteLLMModerationAdapter
 from gateway.adapters.litellm_rerank import LiteLLMRerankAdapter
 from gateway.adapters.litellm_speech import LiteLLMSpeechAdapter
 from gateway.adapters.litellm_transcription import LiteLLMTranscriptionAdapter
+from gateway.adapters.local.chat import LocalChat
 from gateway.adapters.native_rerank import NativeRerank
 from gateway.adapters.openai_compat import OpenAICompatChat, OpenAICompatEmbedding
 from gateway.adapters.registry import Backends, uses_litellm
@@ -71,9 +72,8 @@ def test_every_kind_and_capability(backends: Backends, kind: str, capability: st
         assert type(method(t)) is expected
 
 
-def test_local_has_no_llm(backends: Backends) -> None:
-    with pytest.raises(NoRoute, match="no embedded LLM"):
-        backends.chat(target("local/multilingual-e5-small"))
+def test_local_llm_is_the_embedded_chat(backends: Backends) -> None:
+    assert type(backends.chat(target("local/smollm2-135m-instruct"))) is LocalChat
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_local_has_no_llm(backends: Backends) -> None:
         ("xinference/bge", {"api_base": "http://x"}, "rerank", {"rerank": "rerank", "text-embedding": "litellm"}),
         ("xinference/bge", {"api_base": "http://x", "native": False}, "litellm", {"rerank": "litellm"}),
         ("tei/bge", {"api_base": "http://t"}, "tei", {"text-embedding": "tei", "rerank": "tei", "llm": None}),
-        ("local/multilingual-e5-small", {}, "local", {"text-embedding": "local", "tts": "local", "llm": None}),
+        ("local/multilingual-e5-small", {}, "local", {"text-embedding": "local", "tts": "local", "llm": "local"}),
         ("voyage/voyage-3", {}, "litellm", {"text-embedding": "litellm", "rerank": "litellm"}),
     ],
 )

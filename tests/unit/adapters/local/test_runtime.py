@@ -12,7 +12,7 @@ import pytest
 from gateway.adapters.base import ModerationCall
 from gateway.adapters.local.runtime import LocalModels
 from gateway.audio import WAV
-from gateway.catalog import EMBEDDING_MODEL, INSTALL_HINT, MODERATION_MODEL, STT_MODEL, TTS_MODEL
+from gateway.catalog import EMBEDDING_MODEL, INSTALL_HINT, LLM_MODEL, MODERATION_MODEL, STT_MODEL, TTS_MODEL
 from gateway.errors import UpstreamUnavailable
 from tests.unit.adapters.local.helpers import (
     CONTEXT,
@@ -31,6 +31,7 @@ async def test_status_goes_from_not_loaded_to_ready_on_preload() -> None:
     fresh = LocalModels()
     try:
         assert fresh.status() == {
+            LLM_MODEL: "not loaded",
             EMBEDDING_MODEL: "not loaded",
             TTS_MODEL: "not loaded",
             STT_MODEL: "not loaded",
