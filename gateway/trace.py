@@ -37,7 +37,8 @@ class Trace:
     provider: str = ""
     model: str = ""
     price_usd: Decimal = Decimal(0)  # the price the reply's usage carried
-    cached_tokens: int = 0  # input tokens served from the embedding cache
+    cached_tokens: int = 0  # tokens served from a cache: embedding inputs, or a cached LLM answer's
+    response_cache: str | None = None  # an LLM route's response cache: "hit" or "miss" (None: not cached)
     characters: int = 0  # TTS input characters
     audio_seconds: float = 0.0  # speech-to-text audio length, where the container says it
     retry_after_s: float | None = None  # a refusal's Retry-After (rate limits, budgets)

@@ -178,6 +178,9 @@ class CacheConfig(_Strict):
     breaker_cooldown_s: float = Field(default=5.0, gt=0)
     max_pending_writes: int = Field(default=1000, ge=1)
     embeddings: EmbeddingCacheConfig = Field(default_factory=EmbeddingCacheConfig)
+    # The LLM response cache (routes' ``cache``) uses the embeddings' store; without one
+    # (embeddings off, no Redis) an in-process store of this size, per worker.
+    responses_memory_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
 
     @model_validator(mode="after")
     def _mode_has_its_addresses(self) -> CacheConfig:
@@ -337,6 +340,17 @@ class RouteMatch(_Strict):
 _NEEDS_API_BASE = ("tei/", "xinference/")
 
 
+class ResponseCacheConfig(_Strict):
+    """A route's exact LLM response cache (see gateway.cache.response_cache)."""
+
+    ttl_s: int = Field(default=3600, ge=1, le=365 * 24 * 3600)
+    # Cache only greedy requests (temperature 0) unless this is true: then every request is,
+    # and a repeated one gets the first answer again.
+    any_temperature: bool = False
+    # Keep answers per tenant (no tenant sees another's answers); default: shared.
+    per_tenant: bool = False
+
+
 class RouteConfig(_Strict):
     name: str | None = None
     match: RouteMatch
@@ -355,6 +369,8 @@ class RouteConfig(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     # Keys set here replace the top-level limits for this route's requests.
     limits: RequestLimits | None = None
+    # LLM routes: answer a repeated request from the cache, with no upstream call.
+    cache: ResponseCacheConfig | None = None
 
     @property
     def attempt_budget(self) -> int:
@@ -367,6 +383,12 @@ class RouteConfig(_Strict):
         """How messages name the route: its name, else its match."""
         m = self.match
         return self.name or f"{'|'.join(m.types)}:{m.provider}/{m.model}"
+
+    @model_validator(mode="after")
+    def _cache_only_for_llm(self) -> RouteConfig:
+        if self.cache is not None and "llm" not in self.match.types:
+            raise ValueError(f"route {self.label!r}: cache is for llm routes (embeddings have cache.embeddings)")
+        return self
 
     @model_validator(mode="after")
     def _targets_serve_the_types(self) -> RouteConfig:

@@ -67,6 +67,7 @@ def merge_status(own: Doc, snapshots: list[Doc]) -> Doc:
             "routes": [_route(route, docs) for route in own["routes"]],
             "backends": merge_backends([d["backends"] for d in docs]),
             "cache": merge_cache([d["cache"] for d in docs]),
+            "response_cache": merge_response_cache([d.get("response_cache") for d in docs]),
             "embedded_models": merge_models([d["embedded_models"] for d in docs]),
             "reload": merge_reloads(docs),
         }
@@ -218,6 +219,19 @@ def merge_cache(caches: list[Doc]) -> Doc:
         redis["state"] = _worst((r.get("state") for r in links), _REDIS_ORDER, "up")
         redis["breaker"] = _REDIS_BREAKER[redis["state"]]
         merged["redis"] = redis
+    return merged
+
+
+def merge_response_cache(caches: list[Doc | None]) -> Doc | None:
+    """The LLM response cache: counts summed, the hit rate recomputed."""
+    present = [c for c in caches if c]
+    if not present:
+        return None
+    merged = dict(present[0])
+    for key in ("hits", "misses", "stored"):
+        merged[key] = sum(int(c.get(key) or 0) for c in present)
+    looked_up = merged["hits"] + merged["misses"]
+    merged["hit_rate"] = round(merged["hits"] / looked_up, 4) if looked_up else None
     return merged
 
 

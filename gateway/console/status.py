@@ -101,6 +101,7 @@ def build_status(services: Services, status: GatewayStatus, state: ConsoleState)
         "backends": backends,
         "shared_breakers": services.shared_breakers is not None,
         "cache": _cache(services),
+        "response_cache": _response_cache(services),
         "embedded_models": services.backends.local_status(),
         "forwarding": {
             "dify_api_url": public_address(config.dify.api_url),
@@ -188,6 +189,23 @@ def _cache(services: Services) -> dict[str, Any]:
                 "dropped_writes": tier.dropped_writes,
             }
     return body
+
+
+def _response_cache(services: Services) -> dict[str, Any] | None:
+    """The LLM response cache's counts, or None when no route caches answers."""
+    cache = services.response_cache
+    routes = [r.label for r in services.config.routes if r.cache is not None]
+    if cache is None or not routes:
+        return None
+    stats = cache.stats
+    looked_up = stats.hits + stats.misses
+    return {
+        "routes": routes,
+        "hits": stats.hits,
+        "misses": stats.misses,
+        "stored": stats.stored,
+        "hit_rate": round(stats.hits / looked_up, 4) if looked_up else None,
+    }
 
 
 def _summary(config: TargetConfig | None) -> dict[str, Any] | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from decimal import Decimal
 
 from gateway.adapters.base import ChatCall, ChatEvent, TokenUsage, UpstreamContext
 from gateway.adapters.registry import Backends
+from gateway.cache.response_cache import CachedAnswer, ResponseCache, deterministic
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.invoke import chat_request
 from gateway.invoke.common import resolve, target_prices, within
@@ -16,18 +17,26 @@ from gateway.invoke.llm_reply import ChunkBuilder, ToolCallAssembler, estimate_t
 from gateway.invoke.structured import apply_schema, parse_object, use_native
 from gateway.pricing import ModelMap
 from gateway.protocol.requests import LLMInvokeRequest, StructuredOutputInvokeRequest
-from gateway.protocol.results import LLMChunk
+from gateway.protocol.results import LLMChunk, ToolCallDict
 from gateway.resilience.plan import AttemptPlan, Resilience, stream_attempts
 from gateway.routing import Resolution, RouteTable, Target
 from gateway.trace import current_trace
 
 
 class LLMService:
-    def __init__(self, routes: RouteTable, backends: Backends, model_map: ModelMap, resilience: Resilience) -> None:
+    def __init__(
+        self,
+        routes: RouteTable,
+        backends: Backends,
+        model_map: ModelMap,
+        resilience: Resilience,
+        response_cache: ResponseCache | None = None,
+    ) -> None:
         self._routes = routes
         self._backends = backends
         self._model_map = model_map
         self._resilience = resilience
+        self._cache = response_cache
 
     def _resolve(self, request: LLMInvokeRequest) -> Resolution:
         return resolve(self._routes, "llm", request.provider, request.model, request.tenant_id)
@@ -78,6 +87,15 @@ class LLMService:
         structured = isinstance(request, StructuredOutputInvokeRequest)
         call = self._call(request, resolution, target, plan.ceiling(target))
         where = call.context.describe(target)
+        cache_key = self._cache_key(request, resolution, call)
+        if cache_key is not None:
+            assert self._cache is not None
+            cached = await self._cache.get(cache_key)
+            _note_cache("hit" if cached is not None else "miss")
+            if cached is not None:
+                for chunk in self._replay(request, target, cached, started, where):
+                    yield chunk
+                return
         await within(self._backends.ready(target), plan.remaining(target), where)
         # A fallback answers with another model; the reply says which.
         builder = ChunkBuilder(target.model_name if target.fallback else request.model, structured, started)
@@ -142,6 +160,67 @@ class LLMService:
             yield builder.structured_chunk(parsed, full_text, tool_calls, usage_dict, "")
         else:
             yield builder.chunk(full_text, tool_calls, usage_dict, "")
+        if cache_key is not None and resolution.route.cache is not None:
+            # Reached only when the whole answer went out (a failed or cut stream never gets here).
+            assert self._cache is not None
+            answer = CachedAnswer(
+                text=full_text,
+                tool_calls=[(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in tool_calls],
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                finish_reason=finish_reason or "stop",
+                system_fingerprint=builder.system_fingerprint,
+            )
+            self._cache.put(cache_key, answer, resolution.route.cache.ttl_s)
+
+    def _cache_key(self, request: LLMInvokeRequest, resolution: Resolution, call: ChatCall) -> str | None:
+        """The response cache's key for this call, or None when the route does not cache it."""
+        settings = resolution.route.cache
+        if self._cache is None or settings is None:
+            return None
+        if not settings.any_temperature and not deterministic(call.params):
+            return None
+        return self._cache.key(call, request.tenant_id if settings.per_tenant else None)
+
+    def _replay(
+        self, request: LLMInvokeRequest, target: Target, answer: CachedAnswer, started: float, where: str
+    ) -> Iterator[LLMChunk]:
+        """A cached answer's chunks, shaped as the backend's would be. Nothing was spent:
+        the usage counts no tokens and no price; the trace records the answer's tokens as cached."""
+        structured = isinstance(request, StructuredOutputInvokeRequest)
+        builder = ChunkBuilder(target.model_name if target.fallback else request.model, structured, started)
+        builder.system_fingerprint = answer.system_fingerprint
+        tool_calls: list[ToolCallDict] = [
+            {"id": i, "type": "function", "function": {"name": name, "arguments": arguments}}
+            for i, name, arguments in answer.tool_calls
+        ]
+        trace = current_trace.get()
+        if trace is not None:
+            trace.tokens_in = trace.tokens_out = 0
+            trace.cached_tokens = answer.prompt_tokens + answer.completion_tokens
+            trace.price_usd = Decimal(0)
+        usage = llm_usage(TokenUsage(0, 0), target_prices(target, self._model_map), time.monotonic() - started)
+        if request.stream:
+            text = answer.text
+            for start in range(0, len(text), _REPLAY_PIECE_CHARS):
+                yield builder.chunk(text[start : start + _REPLAY_PIECE_CHARS])
+            yield builder.chunk("", tool_calls, usage, answer.finish_reason)
+            if structured:
+                yield builder.structured_chunk(parse_object(text, where))
+        elif structured:
+            yield builder.structured_chunk(parse_object(answer.text, where), answer.text, tool_calls, usage, "")
+        else:
+            yield builder.chunk(answer.text, tool_calls, usage, "")
+
+
+# A cached answer streams in pieces of this size (the backend's own chunking is not kept).
+_REPLAY_PIECE_CHARS = 256
+
+
+def _note_cache(result: str) -> None:
+    trace = current_trace.get()
+    if trace is not None:
+        trace.response_cache = result
 
 
 class _EventClock:

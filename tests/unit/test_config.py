@@ -44,6 +44,9 @@ def test_a_file_without_routes_gets_the_defaults_and_with_routes_only_its_own(tm
         ("{match: {type: llm}, targets: [{model: local/espeak-ng}]}", "cannot serve llm"),
         ("{match: {type: rerank}, targets: [{model: local/nope}]}", "cannot serve rerank"),
         ("{match: {type: rerank}, targets: [{model: tei/bge}]}", "needs api_base"),
+        ("{match: {type: rerank}, targets: [{model: cohere/r}], cache: {}}", "cache is for llm routes"),
+        ("{match: {type: llm}, targets: [{model: openai/m}], cache: {ttl_s: 0}}", "ttl_s"),
+        ("{match: {type: llm}, targets: [{model: openai/m}], cache: {per_user: true}}", "per_user"),
     ],
 )
 def test_targets_that_cannot_serve_their_route_are_refused(tmp_path: Path, route: str, expected: str) -> None:

@@ -172,19 +172,21 @@
     const models = Object.entries(s.embedded_models);
     const ready = models.filter(([, state]) => state === "ready").length;
     const redis = !cache.enabled ? "cache off" : cache.redis ? cache.redis.state : "not used";
-    $("summary").replaceChildren(
+    $("summary").replaceChildren(...[
       stat("In flight", String(s.in_flight), s.max_in_flight ? `limit ${s.max_in_flight}` : "no limit"),
       stat("Requests / min", String(sum("requests_last_minute")), `${sum("requests_total")} since start`),
       stat("Errors / min", String(sum("errors_last_minute")), `${s.errors_total} since start`),
       stat("Embedding cache hits", cache.enabled ? pct(cache.hit_rate) : "off",
         cache.enabled ? `${cache.hits} hits · ${cache.misses} misses · ${cache.store}` : "cache.embeddings.enabled: false"),
+      s.response_cache ? stat("LLM answers cached", pct(s.response_cache.hit_rate),
+        `${s.response_cache.hits} hits · ${s.response_cache.misses} misses · ${s.response_cache.stored} stored`) : null,
       stat("Redis", cache.redis ? badge(redis) : el("span", { class: "muted", text: redis }),
         cache.redis ? `${cache.redis.mode} · ${cache.redis.errors} errors` : "in-process cache only"),
       stat("Embedded models", models.length ? `${ready} / ${models.length} ready` : "none",
         models.length ? models.map(([name, state]) => name.replace("local/", "") + (state === "ready" ? "" : ` (${state})`)).join(", ")
           : "no route uses them"),
       configStat(s),
-    );
+    ].filter(Boolean));
   }
 
   // The configuration file and its last reload (SIGHUP or a watched file change).
