@@ -327,3 +327,16 @@ def test_the_console_s_try_it_streams_a_real_answer(gateway: GatewayServer) -> N
     text = "".join(f["delta"]["message"]["content"] for f in frames)
     assert len(frames) >= 3 and "Paris" in text, text
     assert frames[-1]["delta"]["usage"]["completion_tokens"] > 0
+
+
+def test_a_cached_route_replays_the_embedded_answer() -> None:
+    route = {"match": {"type": "llm"}, "targets": [{"model": "local/smollm2-135m-instruct"}], "cache": {}}
+    with GatewayServer({"dify": {"inner_api_key": TEST_KEY}, "routes": [route]}) as server:
+        wait_ready(server)
+        first = post_stream(server.url, LLM_PATH, ask(QUESTION))
+        again = post_stream(server.url, LLM_PATH, ask(QUESTION))
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert first.outcome.error is None and again.outcome.error is None
+    assert "Paris" in first.text and again.text == first.text
+    assert again.usages[0]["completion_tokens"] == 0 < first.usages[0]["completion_tokens"]
+    assert 'dify_gateway_llm_response_cache_lookups_total{result="hit"} 1.0' in metrics
