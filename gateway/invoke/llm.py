@@ -185,8 +185,8 @@ class LLMService:
     def _replay(
         self, request: LLMInvokeRequest, target: Target, answer: CachedAnswer, started: float, where: str
     ) -> Iterator[LLMChunk]:
-        """A cached answer's chunks, shaped as the backend's would be. Nothing was spent:
-        the usage counts no tokens and no price; the trace records the answer's tokens as cached."""
+        """A cached answer's chunks, shaped as the backend's would be. The usage reports the
+        answer's tokens at price 0; the trace (ledger, budgets) records them as cached, not spent."""
         structured = isinstance(request, StructuredOutputInvokeRequest)
         builder = ChunkBuilder(target.model_name if target.fallback else request.model, structured, started)
         builder.system_fingerprint = answer.system_fingerprint
@@ -199,7 +199,8 @@ class LLMService:
             trace.tokens_in = trace.tokens_out = 0
             trace.cached_tokens = answer.prompt_tokens + answer.completion_tokens
             trace.price_usd = Decimal(0)
-        usage = llm_usage(TokenUsage(0, 0), target_prices(target, self._model_map), time.monotonic() - started)
+        tokens = TokenUsage(answer.prompt_tokens, answer.completion_tokens)
+        usage = llm_usage(tokens, None, time.monotonic() - started)
         if request.stream:
             text = answer.text
             for start in range(0, len(text), _REPLAY_PIECE_CHARS):

@@ -91,8 +91,13 @@ def test_a_repeated_greedy_request_is_answered_without_an_upstream_call(
     assert last["finish_reason"] == "stop"
     assert [c["delta"]["index"] for c in again.chunks] == list(range(len(again.chunks)))
     assert [c["delta"]["usage"] is not None for c in again.chunks] == [False] * (len(again.chunks) - 1) + [True]
-    # Nothing was spent: no tokens, no price.
-    assert (last["usage"]["total_tokens"], last["usage"]["total_price"]) == (0, "0")
+    # The answer's tokens, at no price.
+    assert (last["usage"]["prompt_tokens"], last["usage"]["completion_tokens"]) == (21, 4)
+    assert (last["usage"]["prompt_price"], last["usage"]["completion_price"], last["usage"]["total_price"]) == (
+        "0",
+        "0",
+        "0",
+    )
     assert again.chunks[0]["system_fingerprint"] == "fp_c"
 
     # A non-stream request shares the answer: one frame.
