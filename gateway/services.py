@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -39,7 +39,7 @@ from gateway.invoke.rerank import RerankService
 from gateway.invoke.speech2text import Speech2TextService
 from gateway.invoke.summary import SummaryService
 from gateway.invoke.tts import TTSService
-from gateway.limits.governor import Governor, SpendHistory, build_governor
+from gateway.limits.governor import Governor, SpendHistory, TenantHistory, build_governor
 from gateway.loop_monitor import LoopMonitor
 from gateway.metrics import Registry, build_registry, multiprocess_dir
 from gateway.pricing import ModelMap
@@ -106,7 +106,7 @@ def build_services(config: GatewayConfig, status: GatewayStatus, backends: Backe
     response_cache = build_response_cache(config.cache, embedding_cache)
     loop_monitor = LoopMonitor()
     ledger = Ledger(config.ledger) if config.ledger.enabled else None
-    governor = build_governor(config, history=_spend_history(ledger))
+    governor = build_governor(config, history=_spend_history(ledger), tenants=_ledger_tenants(ledger))
     metrics = build_registry(embedding_cache, health, status, loop_monitor, ledger, governor, response_cache)
     request_metrics = RequestMetrics(None if multiprocess_dir() else metrics)
     backends.on_local_restart = request_metrics.model_restarted
@@ -327,6 +327,20 @@ def _spend_history(ledger: Ledger | None) -> SpendHistory | None:
         return await asyncio.to_thread(store.spend, tenant_id, since, route, model)
 
     return spent
+
+
+def _ledger_tenants(ledger: Ledger | None) -> TenantHistory | None:
+    """The tenants in the ledger since a time: the budget report lists them too."""
+    if ledger is None:
+        return None
+
+    async def tenants(since: datetime, limit: int) -> list[str]:
+        store = ledger.store
+        if store is None:
+            return []
+        return await asyncio.to_thread(store.tenants_since, since.astimezone(UTC).date(), limit)
+
+    return tenants
 
 
 def _shared_breakers(config: GatewayConfig, health: TargetHealth) -> SharedBreakers | None:

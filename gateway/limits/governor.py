@@ -54,6 +54,9 @@ log = logging.getLogger("dify_gateway")
 
 # (tenant_id, window_start, route_glob, model_glob) -> (usd, tokens) spent in the window so far.
 SpendHistory = Callable[[str, datetime, str | None, str | None], Awaitable[tuple[Decimal, int]]]
+# The tenants that have used the gateway since a time (the ledger's), at most a number of them:
+# the budget report lists them as well as those this process has seen.
+TenantHistory = Callable[[datetime, int], Awaitable[list[str]]]
 
 HISTORY_TIMEOUT_S = 0.5
 MAX_PENDING_SETTLES = 100_000
@@ -116,6 +119,7 @@ class Governor:
         *,
         clock: Callable[[], float] = time.time,
         history: SpendHistory | None = None,
+        tenants: TenantHistory | None = None,
         namespace: str = "limits:",
         history_timeout_s: float = HISTORY_TIMEOUT_S,
         max_pending_settles: int = MAX_PENDING_SETTLES,
@@ -127,6 +131,7 @@ class Governor:
         self._fallback = None if isinstance(counters, MemoryCounters) else MemoryCounters()
         self._clock = clock
         self._history = history
+        self._tenant_history = tenants
         self._history_timeout_s = history_timeout_s
         self._windows = WindowClock(ZoneInfo(budgets.timezone))
         self._budget_mode = budgets.on_redis_error
@@ -213,7 +218,7 @@ class Governor:
     async def budget_state(self, tenant_id: str | None = None) -> list[BudgetState]:
         now = self._clock()
         windows = self._windows.current(now)
-        tenants = [tenant_id] if tenant_id is not None else list(self._seen)
+        tenants = [tenant_id] if tenant_id is not None else await self._budget_tenants(windows)
         states: list[BudgetState] = []
         for tenant in tenants:
             keys, budgets, _ = self._rules.tenant(tenant)
@@ -239,6 +244,24 @@ class Governor:
                     )
                 )
         return states
+
+    async def _budget_tenants(self, windows: dict[Period, Window]) -> list[str]:
+        """The tenants seen here, and those in the ledger since the longest window began
+        (another replica's, or from before a restart); at most MAX_TENANTS_SEEN."""
+        seen = dict(self._seen)
+        if self._tenant_history is not None and len(seen) < MAX_TENANTS_SEEN:
+            since = min(window.start for window in windows.values())
+            try:
+                async with asyncio.timeout(self._history_timeout_s):
+                    found = await self._tenant_history(since, MAX_TENANTS_SEEN)
+            except Exception as exc:  # the report still shows the tenants seen here
+                log.warning("limits: cannot list the ledger's tenants: %s", type(exc).__name__)
+                found = []
+            for tenant in found:
+                if len(seen) >= MAX_TENANTS_SEEN:
+                    break
+                seen.setdefault(tenant, None)
+        return list(seen)
 
     def state(self) -> GovernorState:
         redis: Literal["ok", "unreachable", "none"] = (
@@ -464,7 +487,11 @@ class Governor:
 
 
 def build_governor(
-    config: GatewayConfig, *, history: SpendHistory | None = None, clock: Callable[[], float] = time.time
+    config: GatewayConfig,
+    *,
+    history: SpendHistory | None = None,
+    tenants: TenantHistory | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Governor | None:
     """None when neither budgets nor rate limits are configured. Counters in Redis when the
     cache has one (under its key_prefix + ``limits:``), else in-process."""
@@ -482,5 +509,6 @@ def build_governor(
         counters,
         clock=clock,
         history=history,
+        tenants=tenants,
         namespace=f"{cache.key_prefix}limits:",
     )

@@ -258,6 +258,12 @@ class LedgerStore:
             connection.execute(delete(usage_daily).where(usage_daily.c.day < cutoff.date()))
         return deleted
 
+    def tenants_since(self, day: date, limit: int) -> list[str]:
+        """Tenants with rows on ``day`` (UTC) or later, from the daily rollup; at most ``limit``."""
+        query = select(usage_daily.c.tenant_id).where(usage_daily.c.day >= day).distinct().limit(limit)
+        with self._engine.connect() as connection:
+            return [str(tenant) for (tenant,) in connection.execute(query)]
+
     def spend(
         self, tenant_id: str, since: datetime, route: str | None = None, model: str | None = None
     ) -> tuple[Decimal, int]:

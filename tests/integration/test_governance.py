@@ -188,6 +188,24 @@ def test_a_tenant_over_budget_is_refused_before_any_upstream_call(tmp_path: Path
     assert outcomes.count("budget_exceeded") >= 4 and outcomes[0] == "ok"
 
 
+def test_the_budget_report_lists_tenants_from_the_ledger_after_a_restart(tmp_path: Path, fake: FakeUpstream) -> None:
+    fake.default(Chat(deltas=["spend"], usage=(1000, 500)))
+    config = gateway_config(
+        routes(fake),
+        ledger={"database_url": sqlite_url(tmp_path / "usage.db"), "flush_interval_ms": 50},
+        budgets={"default": [{"period": "month", "usd": "5"}]},
+    )
+    with GatewayServer(config) as server:
+        assert post_stream(server.url, LLM, llm_request("gpt-4o-mini", tenant_id="before-restart")).status == 200
+    with GatewayServer(config) as server:  # in-process counters: this process has seen no tenant
+        assert post_stream(server.url, LLM, llm_request("gpt-4o-mini", tenant_id="after-restart")).status == 200
+        reply = httpx.get(f"{server.url}/admin/budgets", headers={"X-Admin-Key": TEST_KEY})
+    assert reply.status_code == 200, reply.text
+    spent = {b["tenant_id"]: Decimal(b["spent_usd"]) for b in reply.json()["budgets"]}
+    assert set(spent) == {"before-restart", "after-restart"}
+    assert spent["before-restart"] > 0  # rebuilt from the ledger
+
+
 def test_rate_limit_gives_exactly_n_then_retry_after(tmp_path: Path, fake: FakeUpstream) -> None:
     fake.default(Chat(deltas=["r"], usage=(1, 1)))
     config = gateway_config(
