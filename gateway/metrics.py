@@ -258,6 +258,17 @@ class LimitsCollector(Collector):
         yield GaugeMetricFamily(
             "dify_gateway_limits_settles_pending", "Finished requests not yet charged", value=state.settles_pending
         )
+        if state.redis != "none":
+            yield GaugeMetricFamily(
+                "dify_gateway_limits_charges_owed",
+                "Budget counters charged in-process while Redis was away, to be added to Redis when it answers",
+                value=state.charges_owed,
+            )
+            yield CounterMetricFamily(
+                "dify_gateway_limits_charges_owed_dropped",
+                "Budget counters charged while Redis was away that were never added to it (too many owed)",
+                value=state.charges_owed_dropped,
+            )
 
 
 def multiprocess_dir() -> str | None:

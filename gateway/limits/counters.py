@@ -77,6 +77,19 @@ class ChargeGroup:
 
     budgets: tuple[BudgetCharge, ...]
     tokens: tuple[TokenCharge, ...]
+    head: str = ""  # the tenant's key prefix (its Redis Cluster slot)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeMark:
+    """Makes a charge apply at most once: the store remembers ``seq`` under ``process`` and
+    skips a charge it has applied before (one sent again after its reply was lost). Seqs
+    below ``floor`` (none of them will be sent again) are forgotten."""
+
+    process: str
+    seq: int
+    floor: int
+    key: str  # the marker's key (on a Redis Cluster each tenant's is ``{head}applied:{process}``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +110,13 @@ class Counters(Protocol):
 
     async def seed(self, now_ms: float, seeds: Sequence[Seed]) -> bool: ...
 
-    async def charge(self, now_ms: float, groups: Sequence[ChargeGroup]) -> bool: ...
+    async def charge(self, now_ms: float, groups: Sequence[ChargeGroup], mark: ChargeMark | None = None) -> bool:
+        """False: not applied, or not known to be (no answer in time)."""
+        ...
+
+    def sends(self) -> bool:
+        """Whether a call now would reach the store (False: refused unsent, e.g. an open breaker)."""
+        ...
 
     async def read(self, keys: Sequence[str]) -> list[Reading] | None: ...
 
@@ -167,7 +186,10 @@ class MemoryCounters:
                 spend.expire_at_ms = seed.expire_at_ms
         return True
 
-    async def charge(self, now_ms: float, groups: Sequence[ChargeGroup]) -> bool:
+    def sends(self) -> bool:
+        return True
+
+    async def charge(self, now_ms: float, groups: Sequence[ChargeGroup], mark: ChargeMark | None = None) -> bool:
         for group in groups:
             for budget in group.budgets:
                 spend = self._spend_of(budget.key, now_ms)

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +33,7 @@ from gateway.limits.counters import (
     BudgetCharge,
     BudgetCheck,
     ChargeGroup,
+    ChargeMark,
     CheckResult,
     Counters,
     GcraCheck,
@@ -62,6 +65,12 @@ HISTORY_TIMEOUT_S = 0.5
 MAX_PENDING_SETTLES = 100_000
 MAX_TENANTS_SEEN = 10_000
 MAX_HISTORY_CACHED = 50_000
+# Budget counters charged in-process while Redis was away, kept to be added to Redis when it is
+# back (beyond this many, the rest are dropped and counted).
+MAX_OWED_COUNTERS = 100_000
+# Charges sent to Redis without an answer, kept one by one (past this many, summed with the
+# unsent ones: one Redis applied may then count twice).
+MAX_UNSURE_CHARGES = 1_000
 CLOSE_FLUSH_S = 2.0
 # Settles are charged at most this often (the spend a budget check sees lags by as much).
 SETTLE_INTERVAL_S = 0.05
@@ -97,6 +106,8 @@ class GovernorState:
     settles_pending: int
     settles_dropped: int  # the queue was full
     charges_in_process: int  # settle batches Redis missed, counted in-process instead
+    charges_owed: int  # budget counters with such charges, to be added to Redis once it answers again
+    charges_owed_dropped: int  # more than MAX_OWED_COUNTERS were owed: these were never copied back
     history_failures: int
     tenants_seen: int
 
@@ -158,7 +169,16 @@ class Governor:
         self.settled = 0
         self.settles_dropped = 0
         self.charges_in_process = 0
+        self.charges_owed_dropped = 0
         self.history_failures = 0
+        # What Redis missed while away, to be added when it answers again (``_repay``): charges
+        # sent without an answer, each under its seq (Redis may have applied them), and those
+        # never sent, summed (tenant head -> budget key -> [nano, tokens, expire_at_ms]).
+        self._process = uuid.uuid4().hex[:16]
+        self._seq = 0
+        self._unsure: deque[tuple[int, list[ChargeGroup]]] = deque()
+        self._unsent: dict[str, dict[str, list[int]]] = {}
+        self._unsent_count = 0
 
     def update(self, budgets: BudgetsConfig, rate_limits: RateLimitsConfig) -> None:
         """New budgets and rate limits (a configuration reload): the next admit uses them.
@@ -281,6 +301,8 @@ class Governor:
             settles_pending=len(self._pending),
             settles_dropped=self.settles_dropped,
             charges_in_process=self.charges_in_process,
+            charges_owed=self._unsent_count + sum(len(g.budgets) for _, groups in self._unsure for g in groups),
+            charges_owed_dropped=self.charges_owed_dropped,
             history_failures=self.history_failures,
             tenants_seen=len(self._seen),
         )
@@ -453,12 +475,72 @@ class Governor:
             batch, self._pending = self._pending, []
             groups = self._groups(batch)
             now_ms = self._clock() * 1000
-            if not await self._primary.charge(now_ms, groups) and self._fallback is not None:
-                # Redis missed them: counted in-process, so a fail-open admission sees them.
+            seq = self._next_seq()
+            sent = self._primary.sends()
+            if await self._primary.charge(now_ms, groups, self._mark(seq)):
+                if self._unsure or self._unsent:
+                    await self._repay(now_ms)
+            elif self._fallback is not None:
+                # Redis missed them: counted in-process, so a fail-open admission sees them,
+                # and owed to Redis, so the shared budget counts them once it is back.
                 self._redis_ok = False
                 self.charges_in_process += 1
                 await self._fallback.charge(now_ms, groups)
+                owed = [ChargeGroup(g.budgets, (), g.head) for g in groups if g.budgets]
+                if owed and sent and len(self._unsure) < MAX_UNSURE_CHARGES:
+                    self._unsure.append((seq, owed))  # Redis may have applied it: sent again under its seq
+                elif owed:
+                    self._owe_unsent(owed)
             self.settled += len(batch)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _mark(self, seq: int) -> ChargeMark:
+        """The charge's mark; the seqs of charges that may still be sent again are kept."""
+        floor = self._unsure[0][0] if self._unsure else seq
+        return ChargeMark(self._process, seq, floor, f"{self._namespace}applied:{self._process}")
+
+    def _owe_unsent(self, groups: list[ChargeGroup]) -> None:
+        """Charges Redis never saw (its breaker was open): summed per counter."""
+        for group in groups:
+            owed = self._unsent.setdefault(group.head, {})
+            for charge in group.budgets:
+                entry = owed.get(charge.key)
+                if entry is None:
+                    if self._unsent_count >= MAX_OWED_COUNTERS:
+                        self.charges_owed_dropped += 1
+                        continue
+                    entry = owed[charge.key] = [0, 0, charge.expire_at_ms]
+                    self._unsent_count += 1
+                entry[0] += charge.nano
+                entry[1] += charge.tokens
+
+    async def _repay(self, now_ms: float) -> None:
+        """Add to Redis what it missed while it was away (counters whose window has not ended),
+        once each: a charge that was sent goes again under its own seq (skipped if Redis had
+        applied it), those never sent go as one new charge. A counter Redis lost meanwhile is
+        seeded from the ledger as the larger of the two, so that counts once too."""
+        while self._unsure:
+            seq, groups = self._unsure[0]
+            live = _live(groups, now_ms)
+            if live and not await self._primary.charge(now_ms, live, self._mark(seq)):
+                return
+            self._unsure.popleft()
+        if self._unsent:
+            groups = _live(
+                [
+                    ChargeGroup(tuple(BudgetCharge(k, n, t, e) for k, (n, t, e) in owed.items()), (), head)
+                    for head, owed in self._unsent.items()
+                ],
+                now_ms,
+            )
+            self._unsent.clear()
+            self._unsent_count = 0
+            seq = self._next_seq()
+            if groups and not await self._primary.charge(now_ms, groups, self._mark(seq)):
+                self._unsure.append((seq, groups))  # sent now: from here on it may have been applied
 
     def _groups(self, batch: list[_Settle]) -> list[ChargeGroup]:
         """Sums per counter key, grouped per tenant (its keys share one Redis Cluster slot)."""
@@ -481,9 +563,16 @@ class Governor:
             ChargeGroup(
                 tuple(BudgetCharge(key, nano, toks, expire) for key, (nano, toks, expire) in spend.items()),
                 tuple(TokenCharge(key, add) for key, add in tokens.items()),
+                head,
             )
-            for spend, tokens in tenants.values()
+            for head, (spend, tokens) in tenants.items()
         ]
+
+
+def _live(groups: list[ChargeGroup], now_ms: float) -> list[ChargeGroup]:
+    """The groups' budget charges whose window has not ended."""
+    kept = [ChargeGroup(tuple(c for c in g.budgets if c.expire_at_ms > now_ms), (), g.head) for g in groups]
+    return [g for g in kept if g.budgets]
 
 
 def build_governor(

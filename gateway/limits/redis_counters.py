@@ -13,6 +13,7 @@ from gateway.cache.redis_store import RedisStore
 from gateway.limits.counters import (
     BudgetCheck,
     ChargeGroup,
+    ChargeMark,
     CheckResult,
     GcraCheck,
     Reading,
@@ -72,28 +73,38 @@ return {0}
 
 # Expiry times are sent as the gateway's clock reads them and applied relative to its now
 # (PEXPIRE, not PEXPIREAT): a gateway clock a little off Redis's does not shorten a window.
-# KEYS: budget keys, then token keys. ARGV: now_ms, number of budget keys, then (nano, tokens,
-# expire_at_ms) per budget key, then add_ms per token key.
+# KEYS: budget keys, then token keys, then (with a seq) the marker. ARGV: now_ms, number of
+# budget keys, seq ('' for none), floor, then (nano, tokens, expire_at_ms) per budget key, then
+# add_ms per token key. The marker is a sorted set of the seqs one process has applied: a seq
+# found there was applied before (its reply was lost) and is skipped (reply 0).
 CHARGE = """
 local now = tonumber(ARGV[1])
 local nb = tonumber(ARGV[2])
+local nk = #KEYS
+if ARGV[3] ~= '' then
+  local marker = KEYS[nk]
+  nk = nk - 1
+  if redis.call('ZSCORE', marker, ARGV[3]) then return 0 end
+  redis.call('ZREMRANGEBYSCORE', marker, '-inf', '(' .. ARGV[4])
+  redis.call('ZADD', marker, ARGV[3], ARGV[3])
+  redis.call('PEXPIRE', marker, 604800000)
+end
 for i = 1, nb do
   local k = KEYS[i]
-  local p = 3 * i
+  local p = 3 * i + 2
   if ARGV[p] ~= '0' then redis.call('HINCRBY', k, 'u', ARGV[p]) end
   if ARGV[p + 1] ~= '0' then redis.call('HINCRBY', k, 't', ARGV[p + 1]) end
   redis.call('PEXPIRE', k, math.max(1000, math.ceil(tonumber(ARGV[p + 2]) - now)))
 end
-for j = 1, #KEYS - nb do
+for j = 1, nk - nb do
   local k = KEYS[nb + j]
   local tat = tonumber(redis.call('GET', k) or '0')
   if tat < now then tat = now end
-  tat = tat + tonumber(ARGV[2 + 3 * nb + j])
+  tat = tat + tonumber(ARGV[4 + 3 * nb + j])
   redis.call('SET', k, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
 return 1
 """
-
 # KEYS: budget keys. ARGV: now_ms, then (nano, tokens, expire_at_ms) per key. Raises each
 # unseeded counter to at least the ledger's figures and marks it seeded; a seeded one is left
 # alone, so two replicas seeding at once count the ledger once.
@@ -175,22 +186,35 @@ class RedisCounters:
             args += (seed.nano, seed.tokens, seed.expire_at_ms)
         return await self._seed([s.key for s in seeds], args) is not None
 
-    async def charge(self, now_ms: float, groups: Sequence[ChargeGroup]) -> bool:
+    def sends(self) -> bool:
+        return self.store.breaker.available()
+
+    async def charge(self, now_ms: float, groups: Sequence[ChargeGroup], mark: ChargeMark | None = None) -> bool:
         if not groups:
             return True
-        if self.store.is_cluster:  # a script's keys must share a slot: one call per tenant
-            done = await asyncio.gather(*(self._charge_group(now_ms, [group]) for group in groups))
+        if self.store.is_cluster:  # a script's keys must share a slot: one call per tenant, a marker each
+            done = await asyncio.gather(
+                *(self._charge_group(now_ms, [group], mark, f"{group.head}applied:") for group in groups)
+            )
             return all(done)
-        return await self._charge_group(now_ms, groups)
+        return await self._charge_group(now_ms, groups, mark, None)
 
-    async def _charge_group(self, now_ms: float, groups: Sequence[ChargeGroup]) -> bool:
+    async def _charge_group(
+        self, now_ms: float, groups: Sequence[ChargeGroup], mark: ChargeMark | None, marker_prefix: str | None
+    ) -> bool:
         budgets = [b for group in groups for b in group.budgets]
         tokens = [t for group in groups for t in group.tokens]
+        keys = [b.key for b in budgets] + [t.key for t in tokens]
         args: list[str | int | float] = [_ms(now_ms), len(budgets)]
+        if mark is None:
+            args += ("", 0)
+        else:
+            args += (mark.seq, mark.floor)
+            keys.append(mark.key if marker_prefix is None else f"{marker_prefix}{mark.process}")
         for budget in budgets:
             args += (budget.nano, budget.tokens, budget.expire_at_ms)
         args += [_ms(t.add_ms) for t in tokens]
-        return await self._charge([b.key for b in budgets] + [t.key for t in tokens], args) is not None
+        return await self._charge(keys, args) is not None
 
     async def read(self, keys: Sequence[str]) -> list[Reading] | None:
         if not keys:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -11,7 +12,7 @@ import pytest
 
 from gateway.errors import BudgetExceeded
 from gateway.limits import Governor
-from tests.support.redis import free_port
+from tests.support.redis import RedisProcess, free_port
 from tests.unit.limits.support import KINDS, Clock, caller, counters_for, governors
 
 DAILY_5 = {"default": [{"period": "day", "usd": 5}]}
@@ -293,6 +294,31 @@ async def test_redis_unreachable_fails_open_or_closed_as_configured(mode: str) -
 
 
 @pytest.mark.asyncio
+async def test_what_redis_missed_while_away_is_added_to_it_when_it_is_back(private_redis: RedisProcess) -> None:
+    clock = Clock()
+    async with governors("redis", private_redis.url) as made:
+        governor = await made.make(budgets=DAILY_5, clock=clock, timeout_ms=200, breaker_cooldown_s=0.2)
+        await spend(governor, "1")
+        private_redis.pause()
+        try:
+            await spend(governor, "2")  # counted in-process (fail-open) and owed to Redis
+            state = governor.state()
+            assert (state.redis, state.charges_owed) == ("unreachable", 1)
+        finally:
+            private_redis.resume()
+        later = Decimal(0)
+        deadline = time.monotonic() + 15
+        while governor.state().charges_owed:  # the first charge Redis takes again repays the rest
+            assert time.monotonic() < deadline, "the owed charges never reached Redis"
+            await asyncio.sleep(0.3)
+            await spend(governor, "0.25")
+            later += Decimal("0.25")
+        fresh = await made.make(budgets=DAILY_5, clock=clock)  # another replica: reads Redis only
+        [budget] = await fresh.budget_state("tenant-a")
+        assert budget.spent_usd == Decimal(3) + later
+
+
+@pytest.mark.asyncio
 async def test_budget_counters_live_until_their_window_ends_by_the_gateways_clock(redis_url: str) -> None:
     """Expiry is relative to the gateway's clock: a clock a day behind Redis's (or any skew)
     neither drops a counter early nor keeps it much past its window's end plus the margin."""
@@ -305,7 +331,8 @@ async def test_budget_counters_live_until_their_window_ends_by_the_gateways_cloc
         assert not await admits(governor)
         client = aioredis.Redis.from_url(redis_url)
         try:
-            keys = [key async for key in client.scan_iter(f"{made.namespace}*")]
+            # The budget's counter (the other key is the charges' marker: which were applied).
+            keys = [key async for key in client.scan_iter(f"{made.namespace}*") if b":applied:" not in key]
             ttls = [await client.pttl(key) for key in keys]
         finally:
             await client.aclose()
