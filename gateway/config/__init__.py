@@ -650,12 +650,22 @@ class GatewayConfig(_Strict):
         return [s for s in found if len(s) >= 4]
 
 
-def default_routes() -> list[dict[str, Any]]:
-    """Used when the configuration has no ``routes`` key: embedded models for every non-LLM type."""
+def default_routes(forwards_to_dify: bool = False) -> list[dict[str, Any]]:
+    """Used when the configuration has no ``routes`` key: embedded models for every type. In
+    front of Dify (``dify.api_url`` with passthrough) LLM calls go to Dify's own models instead:
+    a small embedded model must never answer a workspace's users unasked."""
     return [
         {"name": f"local-{model_type}", "match": {"type": model_type}, "targets": [{"model": models[0]}]}
         for model_type, models in LOCAL_MODELS.items()
+        if not (forwards_to_dify and model_type == "llm")
     ]
+
+
+def _forwards_to_dify(raw: dict[str, Any]) -> bool:
+    dify = raw.get("dify")
+    if not isinstance(dify, dict) or not dify.get("api_url"):
+        return False
+    return dify.get("passthrough", True) is not False
 
 
 def _walk_secrets(node: Any) -> list[SecretStr]:
@@ -722,7 +732,7 @@ def parse_config(raw: Any, source: str, env: dict[str, str] | None = None) -> Ga
         raise ConfigError(f"{source}: {exc}") from None
     resolved.pop("source", None)
     if "routes" not in resolved:
-        resolved["routes"] = default_routes()
+        resolved["routes"] = default_routes(_forwards_to_dify(resolved))
     try:
         config = GatewayConfig.model_validate({**resolved, "source": source})
     except ValidationError as exc:

@@ -32,6 +32,16 @@ def test_no_file_gives_embedded_defaults_with_key_from_env() -> None:
     assert config.dify.inner_api_key.get_secret_value() == "k1"
 
 
+def test_in_front_of_dify_the_default_routes_leave_llm_calls_to_dify() -> None:
+    def types(raw: dict[str, object]) -> set[str]:
+        return {t for r in parse_config(raw, "test", env={}).routes for t in r.match.types}
+
+    assert "llm" in types({})
+    assert "llm" not in types({"dify": {"api_url": "http://api:5001"}})
+    assert "text-embedding" in types({"dify": {"api_url": "http://api:5001"}})
+    assert "llm" in types({"dify": {"api_url": "http://api:5001", "passthrough": False}})
+
+
 def test_a_file_without_routes_gets_the_defaults_and_with_routes_only_its_own(tmp_path: Path) -> None:
     assert len(load_config(write(tmp_path, "server: {port: 9000}\n"), env={}).routes) == 8
     assert load_config(write(tmp_path, "routes: []\n"), env={}).routes == []
