@@ -53,7 +53,8 @@ def test_soak_passes_with_absorbed_faults_and_fails_without_retries(tmp_path: Pa
     assert len(samples) >= 6
     assert all(s["rss_mb"] and s["fds_own"] and s["fds"] > s["fds_own"] for s in samples)
     assert {"llm", "llm-stream", "embed", "embed-cached", "rerank", "tts", "speech2text"} <= set(samples[-1]["types"])
-    assert all(v["ok"] > 0 for v in samples[2]["types"].values())  # every type was answered in an interval
+    answered = {name for sample in samples for name, v in sample["types"].items() if v["ok"] > 0}
+    assert answered == set(samples[-1]["types"])  # every type was answered (speech-to-text: 1 in 5 s here)
     assert (good_dir / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "PASS" in good_output
 
