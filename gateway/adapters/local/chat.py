@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -159,7 +160,7 @@ def generation_job(call: ChatCall) -> GenerationJob:
     max_tokens = _int_param(params.get("max_completion_tokens", params.get("max_tokens")), DEFAULT_MAX_TOKENS)
     job = GenerationJob(
         messages=None if call.prompt is not None else _messages(call.messages, where),
-        prompt=call.prompt,
+        prompt=None if call.prompt is None else _encodable(call.prompt),
         max_tokens=max(1, max_tokens),
         temperature=_float_param(params.get("temperature"), DEFAULT_TEMPERATURE, 0.0, 2.0),
         top_p=_float_param(params.get("top_p"), DEFAULT_TOP_P, 0.0, 1.0),
@@ -175,10 +176,31 @@ def generation_job(call: ChatCall) -> GenerationJob:
     return job
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# The roles the model's chat template knows; "developer" is OpenAI's newer name for system.
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+
+def _plain(text: str) -> str:
+    """Message text that cannot forge the chat template's structure: the prompt is tokenized
+    with special tokens parsed (the template's own ``<|im_start|>`` and ``<|im_end|>``), so a
+    ``<|`` in a message gets a zero-width non-joiner, NUL (which would end a C string) goes, and
+    a lone surrogate (no UTF-8 form) becomes U+FFFD."""
+    return _encodable(text).replace("<|", "<\u200c|")
+
+
+def _encodable(text: str) -> str:
+    """``text`` without NUL, its lone surrogates (no UTF-8 form) as U+FFFD. A completion-mode
+    prompt gets only this: it is the caller's own raw prompt, template tokens included."""
+    if not text.isascii():
+        text = _SURROGATES.sub("\ufffd", text)
+    return text.replace("\x00", "")
+
+
 def _messages(messages: Iterable[dict[str, Any]], where: str) -> list[dict[str, str]]:
     out = []
     for message in messages:
-        role = str(message.get("role") or "user")
+        role = _ROLES.get(str(message.get("role") or "user"), "user")
         content = message.get("content")
         if isinstance(content, list):
             kinds = {part.get("type") for part in content if isinstance(part, dict)} - {"text"}
@@ -190,7 +212,7 @@ def _messages(messages: Iterable[dict[str, Any]], where: str) -> list[dict[str, 
         if role == "assistant" and message.get("tool_calls"):
             calls = [_call_text(c.get("function") or {}) for c in message["tool_calls"]]
             text = "\n".join([text, *calls]).strip()
-        out.append({"role": role, "content": text})
+        out.append({"role": role, "content": _plain(text)})
     return out
 
 
