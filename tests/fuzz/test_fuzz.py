@@ -26,6 +26,7 @@ TARGETS = [
     "av_decode",
     "whisper_transcribe",
     "audio_sniff",
+    "llm_generate",
 ]
 
 
