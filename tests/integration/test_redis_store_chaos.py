@@ -193,14 +193,19 @@ async def test_a_late_reply_is_never_read_as_another_keys_value(private_redis: R
             private_redis.resume()
         await asyncio.sleep(0.05)  # the late replies are now in flight
 
+        # A read that misses its time budget on a loaded machine is a miss (None), which is
+        # allowed; a value of another key never is.
         rng = random.Random(5)
+        hits = 0
         for _ in range(60):
             keys = rng.sample(sorted(value_of), rng.randint(1, 12))
             found = await store.get_many(keys)
-            assert found == [value_of[key] for key in keys]
+            assert found == [value_of[key] for key in keys] or found == [None] * len(keys), (keys, found)
+            hits += found[0] is not None
         concurrent = [rng.sample(sorted(value_of), 5) for _ in range(20)]
         for keys, found in zip(concurrent, await asyncio.gather(*map(store.get_many, concurrent)), strict=True):
-            assert found == [value_of[key] for key in keys]
+            assert found == [value_of[key] for key in keys] or found == [None] * len(keys), (keys, found)
+        assert hits >= 30, f"only {hits} of 60 reads answered after the pause"
 
 
 @pytest.mark.asyncio
