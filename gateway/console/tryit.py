@@ -60,6 +60,7 @@ class TryInput(BaseModel):
     text: str = ""  # the prompt, the texts (one per line), the query, or what to speak or check
     system: str = ""  # llm: an optional system message
     stream: bool = True  # llm
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # llm: None leaves the backend's default
     docs: list[str] | str = Field(default_factory=list)  # rerank: a list, or one per line
     input_type: Literal["query", "document"] = "query"  # embeddings
     voice: str = ""  # tts
@@ -115,7 +116,7 @@ def _fields(form: TryInput) -> dict[str, Any]:
         messages.append({"role": "user", "content": text})
         return {
             "mode": "chat",
-            "completion_params": {},
+            "completion_params": {} if form.temperature is None else {"temperature": form.temperature},
             "prompt_messages": messages,
             "tools": [],
             "stop": [],

@@ -340,8 +340,10 @@ def test_try_llm_streams_frames_as_they_arrive(gateway: GatewayServer, fake: Fak
 
 
 def test_try_a_route_with_a_glob_gets_a_matching_model(gateway: GatewayServer, fake: FakeUpstream) -> None:
-    events = try_it(gateway, type="llm", route="fake-llm", text="hi", stream=False)
+    events = try_it(gateway, type="llm", route="fake-llm", text="hi", stream=False, temperature=0.5)
     assert events[0]["body"]["model"] == "any" and events[0]["route"] == "fake-llm"
+    assert events[0]["body"]["completion_params"] == {"temperature": 0.5}
+    assert fake.requests[-1].json["temperature"] == 0.5
     assert events[1]["status"] == 200 and [e["event"] for e in events].count("frame") == 1
 
 
@@ -350,7 +352,8 @@ def test_try_a_route_with_a_glob_gets_a_matching_model(gateway: GatewayServer, f
     [
         ({"type": "image"}, "invalid payload: type: Input should be 'llm'"),
         ({"type": "llm", "text": "  "}, "text is empty"),
-        ({"type": "llm", "text": "hi", "temperature": 1}, "temperature: Extra inputs are not permitted"),
+        ({"type": "llm", "text": "hi", "top_k": 1}, "top_k: Extra inputs are not permitted"),
+        ({"type": "llm", "text": "hi", "temperature": 3}, "temperature: Input should be less than or equal to 2"),
         ({"type": "rerank", "text": "q"}, "docs is empty"),
         ({"type": "speech2text"}, "audio_base64 is empty"),
         ({"type": "speech2text", "audio_base64": "not base64!"}, "audio_base64 is not valid base64"),

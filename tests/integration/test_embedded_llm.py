@@ -319,7 +319,7 @@ def test_unary_paths_are_unchanged(gateway: GatewayServer) -> None:
 
 
 def test_the_console_s_try_it_streams_a_real_answer(gateway: GatewayServer) -> None:
-    form = {"type": "llm", "route": "local-llm", "text": QUESTION, "stream": True}
+    form = {"type": "llm", "route": "local-llm", "text": QUESTION, "stream": True, "temperature": 0}
     reply = httpx.post(f"{gateway.url}/console/api/try", json=form, headers={"X-Admin-Key": ADMIN}, timeout=60)
     assert reply.status_code == 200
     events = [orjson.loads(line) for line in reply.content.splitlines() if line.strip()]

@@ -510,7 +510,11 @@
       return payload;
     }
     payload.text = $("try-text").value;
-    if (type === "llm") Object.assign(payload, { system: $("try-system").value, stream: $("try-stream").checked });
+    if (type === "llm") {
+      const temperature = $("try-temperature").value.trim();
+      Object.assign(payload, { system: $("try-system").value, stream: $("try-stream").checked });
+      if (temperature !== "") payload.temperature = Number(temperature);
+    }
     if (type.endsWith("rerank")) payload.docs = $("try-docs").value;
     if (type.endsWith("embedding")) payload.input_type = $("try-input-type").value;
     if (type === "tts") payload.voice = $("try-voice").value.trim();
