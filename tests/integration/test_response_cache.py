@@ -231,14 +231,21 @@ def test_hits_and_misses_are_counted_in_metrics_and_the_request_log(
 
     before = lookups()
     model = f"m-{uuid.uuid4().hex[:6]}"
+
+    def logged() -> list[str | None]:
+        return [getattr(r, "response_cache", None) for r in caplog.records if r.name == REQUEST_LOG]
+
     with caplog.at_level(logging.INFO, logger=REQUEST_LOG):
         ask(gateway, model)
         ask(gateway, model)
+        # The request log line is written once the reply has gone out, so it can trail the client.
+        deadline = time.monotonic() + 10
+        while logged()[-2:] != ["miss", "hit"] and time.monotonic() < deadline:
+            time.sleep(0.02)
     after = lookups()
     assert after["hit"] - before.get("hit", 0) == 1
     assert after["miss"] - before.get("miss", 0) == 1
-    logged = [getattr(r, "response_cache", None) for r in caplog.records if r.name == REQUEST_LOG]
-    assert logged[-2:] == ["miss", "hit"]
+    assert logged()[-2:] == ["miss", "hit"]
 
 
 def test_a_hit_is_recorded_as_cached_tokens_in_the_ledger(tmp_path: Path, fake: FakeUpstream) -> None:
